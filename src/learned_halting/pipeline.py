@@ -1,0 +1,299 @@
+"""The steps of the workflow as plain functions of paths and config; the rule scripts call these.
+
+Each step reads its inputs (checked), does its work, and writes its outputs atomically. Keeping the
+logic here rather than in ``workflow/scripts`` lets tests reach it without Snakemake.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import torch
+
+from . import problem as P
+from .evaluation import curve_summary, evaluate, select_best, selection_value
+from .settings import ModelSpec, TrainingSettings, model_specs
+from .storage import (
+    DataError,
+    read_function_set,
+    read_json,
+    read_table,
+    write_function_set,
+    write_json,
+    write_table,
+    write_text,
+)
+from .training import load_network, resolve_device, train
+
+log = logging.getLogger("learned_halting")
+
+
+def setup(log_path=None, threads: int = 1) -> None:
+    """Send the package's log to ``log_path`` (and stderr) and use exactly ``threads`` torch threads."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_path is not None:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_path, mode="w"))
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        handlers=handlers,
+        force=True,
+    )
+    torch.set_num_threads(max(1, int(threads)))
+
+
+def run_step(fn, *args, **kwargs):
+    """Run a step; a known input or config problem exits with one clear line instead of a traceback."""
+    try:
+        return fn(*args, **kwargs)
+    except (DataError, ValueError, RuntimeError) as e:
+        log.error("%s", e)
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def _spec(config: dict, model: str) -> tuple[ModelSpec, TrainingSettings]:
+    specs = model_specs(config)
+    if model not in specs:
+        raise ValueError(f"models.{model}: no such model in the config")
+    return specs[model], TrainingSettings.from_config(config)
+
+
+def run_metadata(config: dict, model: str | None = None) -> dict:
+    """The config values an output came from, recorded in its metadata."""
+    meta = {
+        "seed": config.get("seed"),
+        "training": config.get("training"),
+        "halting": config.get("halting"),
+        "data": config.get("data"),
+    }
+    if model is not None:
+        meta["model_name"] = model
+        meta["model"] = config["models"][model]
+    return meta
+
+
+# ------------------------------------------------------------------------------------------ data
+
+
+def make_function_set(out, split: str, config: dict) -> None:
+    """``results/data/{split}.parquet``: the fixed validation or test set."""
+    entry = config["data"][split]
+    n, seed = int(entry["functions"]), int(entry["seed"])
+    batch = P.function_set(n, seed)
+    meta = {
+        "split": split,
+        "problem": "regression_T",
+        "dims": P.DIMS,
+        "samples": P.SAMPLES,
+        "dof": P.DOF,
+        "scale": P.SCALE,
+        "seed": seed,
+        "functions": n,
+    }
+    write_function_set(out, np.arange(n, dtype=np.int64), batch, meta)
+    log.info("%s: %d functions from seed %d -> %s", split, n, seed, out)
+
+
+# -------------------------------------------------------------------------------------- training
+
+
+def train_model(config: dict, model: str, checkpoints: list, train_log, resume_path) -> None:
+    """Train ``model``; write its checkpoints (one per evaluation epoch) and ``train_log.parquet``."""
+    spec, settings = _spec(config, model)
+    by_epoch = {int(Path(p).stem.split("_")[-1]): Path(p) for p in checkpoints}
+    if sorted(by_epoch) != settings.eval_epochs:
+        raise ValueError(f"checkpoint outputs {sorted(by_epoch)} != eval epochs {settings.eval_epochs}")
+    device = resolve_device(settings.device)
+    log.info("training %s (%s) on %s with %d threads", model, spec.describe(), device,
+             torch.get_num_threads())
+    history = train(spec, settings, by_epoch.__getitem__, Path(resume_path), device)
+    df = pd.DataFrame(history)
+    write_table(train_log, {c: df[c].to_numpy() for c in df.columns}, run_metadata(config, model))
+    Path(resume_path).unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------------------------ evaluation
+
+
+def _evaluate_checkpoint(config, model, checkpoint, functions_path):
+    spec, settings = _spec(config, model)
+    _, functions, _ = read_function_set(functions_path)
+    expected = {
+        "inputs": spec.inputs,
+        "hidden_size": settings.hidden_size,
+        "layers": settings.layers,
+        "halting": spec.halting,
+    }
+    net, meta = load_network(checkpoint, expected)
+    device = resolve_device(settings.device)
+    result = evaluate(
+        net,
+        functions,
+        steps=settings.eval_steps,
+        chunk=settings.eval_chunk,
+        device=device,
+        threshold=settings.threshold,
+        online_threshold=settings.online_threshold,
+    )
+    return result, meta, settings
+
+
+def validate_checkpoint(config: dict, model: str, checkpoint, functions_path, out) -> None:
+    """``results/validation/{model}/epoch_{e}.parquet``: the per-step validation curve."""
+    result, meta, _ = _evaluate_checkpoint(config, model, checkpoint, functions_path)
+    summary = curve_summary(result)
+    md = run_metadata(config, model) | {"epoch": meta["epoch"], "checkpoint": str(checkpoint)}
+    write_table(out, summary, md)
+    log.info("%s epoch %s: validation NLL step 0 %.3f, final %.3f", model, meta["epoch"],
+             summary["nll_mean"][0], summary["nll_mean"][-1])
+
+
+VALIDATION_COLUMNS = {"step": None, "nll_mean": None, "nll_std": None}
+
+
+def choose_best(config: dict, model: str, validation_files: list, out) -> None:
+    """``results/models/{model}/best.json``: the best evaluated checkpoint by the configured metric."""
+    _, settings = _spec(config, model)
+    values = {}
+    for path in validation_files:
+        table, meta = read_table(path, VALIDATION_COLUMNS)
+        epoch = int(Path(path).stem.split("_")[-1])
+        values[epoch] = selection_value(
+            table.column("nll_mean").to_numpy(), settings.selection_metric
+        )
+    try:
+        epoch, value = select_best(values)
+    except ValueError as e:
+        raise ValueError(f"{model}: {e}") from None
+    non_finite = sorted(e for e, v in values.items() if not np.isfinite(v))
+    write_json(
+        out,
+        {
+            "epoch": epoch,
+            "metric": settings.selection_metric,
+            "value": value,
+            "candidates": {str(e): (v if np.isfinite(v) else None) for e, v in values.items()},
+            "non_finite_epochs": non_finite,
+        },
+    )
+    log.info("%s: best epoch %d (%s = %.4f)", model, epoch, settings.selection_metric, value)
+
+
+def test_model(config: dict, model: str, best_json, checkpoint_dir, functions_path, out) -> None:
+    """``results/test/{model}.parquet``: the best checkpoint on the test set, one row per function."""
+    best = read_json(best_json, required=("epoch",))
+    checkpoint = Path(checkpoint_dir) / f"epoch_{int(best['epoch'])}.pt"
+    result, meta, settings = _evaluate_checkpoint(config, model, checkpoint, functions_path)
+    ids, _, _ = read_function_set(functions_path)
+    cols: dict = {"function_id": pa.array(ids.astype(np.int64)), "nll": result["nll"]}
+    if "q" in result:
+        cols["q"] = result["q"]
+        for k in ("mode_step", "stop_step", "online_stop_step"):
+            cols[k] = pa.array(result[k].astype(np.int64))
+        cols["nll_distance"] = pa.array(result["nll_distance"].astype(np.float32))
+    md = run_metadata(config, model) | {"epoch": meta["epoch"], "checkpoint": str(checkpoint)}
+    write_table(out, cols, md)
+    log.info("%s (epoch %s) test NLL at step 0/final: %.3f / %.3f", model, meta["epoch"],
+             result["nll"][:, 0].mean(), result["nll"][:, -1].mean())
+
+
+# ----------------------------------------------------------------------------------------- tables
+
+SUMMARY_STEPS = (0, 1, 5, 10, 20, 50, 100)
+
+
+def read_test_result(path) -> dict[str, np.ndarray]:
+    """A ``results/test/{model}.parquet`` as numpy arrays (``nll`` (N, S+1), act columns if present)."""
+    table, meta = read_table(path, {"function_id": None, "nll": None})
+    from .storage import list_column
+
+    out = {"function_id": table.column("function_id").to_numpy(), "nll": list_column(table, "nll")}
+    if "q" in table.column_names:
+        out["q"] = list_column(table, "q")
+        for k in ("mode_step", "stop_step", "online_stop_step", "nll_distance"):
+            if k not in table.column_names:
+                raise DataError(f"{path}: missing column {k!r}")
+            out[k] = table.column(k).to_numpy()
+    return out
+
+
+def summary_table(models: list[str], test_files: list, best_files: list) -> pd.DataFrame:
+    """One row per model: best epoch, mean test NLL at :data:`SUMMARY_STEPS` and, for act models,
+    the mean mode, stopping and online stopping steps."""
+    rows = []
+    for model, test_path, best_path in zip(models, test_files, best_files, strict=True):
+        res = read_test_result(test_path)
+        best = read_json(best_path, required=("epoch",))
+        mean = res["nll"].astype(np.float64).mean(0)
+        row = {"model": model, "best_epoch": int(best["epoch"])}
+        for s in SUMMARY_STEPS:
+            row[f"nll_step{s}"] = float(mean[s]) if s < len(mean) else np.nan
+        for k in ("mode_step", "stop_step", "online_stop_step"):
+            row[f"{k}_mean"] = float(res[k].mean()) if k in res else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def write_summary(config: dict, models: list[str], test_files, best_files, out) -> None:
+    df = summary_table(models, test_files, best_files)
+    write_text(out, df.to_csv(index=False, float_format="%.4f"))
+
+
+# ---------------------------------------------------------------------------------------- figures
+
+
+def _results(models: list[str], root):
+    from .plotting import load_model_results
+
+    return {m: load_model_results(m, root) for m in dict.fromkeys(models)}
+
+
+def render_comparison(config: dict, name: str, out, root="results") -> None:
+    """``results/figures/{name}.png`` for an entry of ``figures.comparisons``."""
+    from .plotting import comparison_figure, model_styles, save_figure
+
+    fig_cfg = config["figures"]["comparisons"][name]
+    curves = fig_cfg.get("learning_curves", [])
+    res = _results(fig_cfg["models"] + curves, root)
+    fig = comparison_figure(
+        [res[m] for m in fig_cfg["models"]],
+        fig_cfg.get("zooms", [10, 100]),
+        title=fig_cfg.get("title", name),
+        learning_curves=[res[m] for m in curves],
+        styles=model_styles(list(config["models"])),
+    )
+    save_figure(fig, out)
+
+
+def render_learning_curves(config: dict, out, root="results") -> None:
+    from .plotting import learning_curves_figure, model_styles, save_figure
+
+    models = config["figures"]["learning_curves_meta"]
+    res = _results(models, root)
+    fig = learning_curves_figure([res[m] for m in models], model_styles(list(config["models"])))
+    save_figure(fig, out)
+
+
+def render_qt_distributions(config: dict, out, root="results") -> None:
+    from .plotting import qt_distributions_figure, save_figure
+
+    qt = config["figures"]["qt_distributions"]
+    res = _results([m for row in qt["rows"].values() for m in row if m is not None], root)
+    rows = {label: [res[m] if m else None for m in row] for label, row in qt["rows"].items()}
+    save_figure(qt_distributions_figure(rows, qt["columns"]), out)
+
+
+def render_halting(config: dict, model: str, out, root="results") -> None:
+    from .plotting import halting_figure, save_figure
+
+    res = _results([model], root)[model]
+    if not res.is_act:
+        raise ValueError(f"models.{model}: halting figures need an act model")
+    save_figure(halting_figure(res, threshold=config["halting"]["threshold"]), out)

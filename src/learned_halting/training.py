@@ -1,0 +1,295 @@
+"""Meta-training of the LSTM optimizers (SPEC sections 3-4).
+
+* meta models: per batch, ``sum_t w_t L_t`` with ``L_t`` the batch-mean NLL after step t, in truncated
+  BPTT windows of ``bptt`` steps: after each window the summed weighted loss is back-propagated, Adam
+  steps, and the LSTM state and parameters are detached and carried on.
+* act models: per batch, the mean over functions of ``sum_t q_t NLL_t + KL(q || p(.|T; nu))``,
+  back-propagated once through the whole horizon; T is fixed or drawn per batch.
+
+Training functions of (epoch, batch) come from :func:`problem.training_batch`, stochastic horizons
+from their own stream, so a run is a pure function of the config and seed. The training state is
+saved at the end of every epoch so that a killed job resumes where it stopped, bit for bit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import halting
+from .networks import LSTMOptimizer
+from .priors import log_truncated_geometric, loss_weights, sample_horizon
+from .problem import STREAM_HORIZON, StudentTRegression, training_batch
+from .rollout import start, unroll
+from .settings import ModelSpec, TrainingSettings
+from .storage import DataError, load_checkpoint, save_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(RuntimeError):
+    """A non-finite loss or gradient; the message names the model, epoch and batch."""
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("training.device is 'cuda' but torch sees no CUDA device")
+    return torch.device(device)
+
+
+def build_network(spec: ModelSpec, settings: TrainingSettings) -> LSTMOptimizer:
+    """The model's network, initialised from the run seed (same seed, same initial weights)."""
+    return LSTMOptimizer(
+        inputs=spec.inputs,
+        hidden_size=settings.hidden_size,
+        layers=settings.layers,
+        halting=spec.halting,
+        seed=settings.seed,
+    )
+
+
+def horizon_for(spec: ModelSpec, settings: TrainingSettings, epoch: int, batch: int) -> int:
+    """The training horizon of one batch: fixed, or drawn from its own random stream."""
+    if not spec.stochastic_horizon:
+        return spec.horizon
+    seq = np.random.SeedSequence(settings.seed, spawn_key=(STREAM_HORIZON, epoch, batch))
+    return sample_horizon(np.random.default_rng(seq), spec.horizon_shape, settings.max_horizon)
+
+
+@dataclass
+class BatchResult:
+    loss: float  # the training objective of the batch
+    nll_mean: float  # mean NLL over the batch's functions and steps 1..T
+    horizon: int
+    updates: int  # optimizer steps taken
+
+
+def _check_finite(value: torch.Tensor, net: LSTMOptimizer, where: str) -> None:
+    if not torch.isfinite(value).all():
+        raise TrainingDiverged(f"{where}: non-finite training loss")
+    for name, p in net.named_parameters():
+        if p.grad is not None and not torch.isfinite(p.grad).all():
+            raise TrainingDiverged(f"{where}: non-finite gradient in {name}")
+
+
+def train_meta_batch(
+    net: LSTMOptimizer,
+    optimizer: torch.optim.Optimizer,
+    problem: StudentTRegression,
+    theta0: torch.Tensor,
+    weights: torch.Tensor,
+    bptt: int,
+    trajectory_gradient: str,
+    where: str = "",
+) -> BatchResult:
+    """One meta batch with truncated BPTT; ``weights`` (T,) are the per-step loss weights."""
+    T = weights.shape[0]
+    state = start(net, problem, theta0)
+    total, nll_sum, updates = 0.0, 0.0, 0
+    for begin in range(0, T, bptt):
+        n = min(bptt, T - begin)
+        nll, _, state = unroll(net, problem, state, n, trajectory_gradient)
+        loss = (nll.mean(dim=0) * weights[begin : begin + n]).sum()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        _check_finite(loss.detach(), net, where)
+        optimizer.step()
+        updates += 1
+        total += loss.item()
+        nll_sum += nll.detach().sum().item()
+        state = state.detach()
+    return BatchResult(total, nll_sum / (T * theta0.shape[0]), T, updates)
+
+
+def train_act_batch(
+    net: LSTMOptimizer,
+    optimizer: torch.optim.Optimizer,
+    problem: StudentTRegression,
+    theta0: torch.Tensor,
+    horizon: int,
+    nu: float,
+    trajectory_gradient: str,
+    where: str = "",
+) -> BatchResult:
+    """One act batch: ``mean_f [sum_t q_t NLL_t + KL(q || p)]`` back-propagated once."""
+    state = start(net, problem, theta0)
+    nll, logits, _ = unroll(net, problem, state, horizon, trajectory_gradient)
+    log_p = log_truncated_geometric(horizon, nu, device=theta0.device)
+    loss = halting.act_loss(nll, logits, log_p)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    _check_finite(loss.detach(), net, where)
+    optimizer.step()
+    return BatchResult(loss.item(), nll.detach().mean().item(), horizon, 1)
+
+
+def config_fingerprint(spec: ModelSpec, settings: TrainingSettings) -> str:
+    """Hash of everything that shapes training; a resume state of another config is not used."""
+    keep = settings.to_dict()
+    for k in ("device", "eval_chunk", "selection_metric", "threshold", "online_threshold"):
+        keep.pop(k)
+    blob = json.dumps({"model": spec.to_dict(), "training": keep}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def checkpoint_metadata(spec: ModelSpec, settings: TrainingSettings, net, epoch: int) -> dict:
+    return {
+        "model": spec.to_dict(),
+        "training": settings.to_dict(),
+        "architecture": net.architecture,
+        "epoch": epoch,
+    }
+
+
+def _save_resume(path: Path, net, optimizer, epoch: int, history: list, fingerprint: str) -> None:
+    state = {f"net.{k}": v for k, v in net.state_dict().items()}
+    opt = optimizer.state_dict()
+    for pid, st in opt["state"].items():
+        for k, v in st.items():
+            state[f"opt.{pid}.{k}"] = torch.as_tensor(v)
+    save_checkpoint(
+        path,
+        state,
+        {"epoch": epoch, "history": history, "fingerprint": fingerprint,
+         "param_groups": opt["param_groups"]},
+    )
+
+
+def _load_resume(path: Path, net, optimizer, fingerprint: str) -> tuple[int, list] | None:
+    if not path.exists():
+        return None
+    try:
+        state, meta = load_checkpoint(path)
+    except DataError as e:
+        log.warning("ignoring unreadable resume state: %s", e)
+        return None
+    if meta.get("fingerprint") != fingerprint:
+        log.warning("%s: resume state of another config, starting from scratch", path)
+        return None
+    net.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("net.")})
+    opt_state: dict = {}
+    for k, v in state.items():
+        if k.startswith("opt."):
+            _, pid, name = k.split(".", 2)
+            opt_state.setdefault(int(pid), {})[name] = v
+    optimizer.load_state_dict({"state": opt_state, "param_groups": meta["param_groups"]})
+    return int(meta["epoch"]), list(meta["history"])
+
+
+def train(
+    spec: ModelSpec,
+    settings: TrainingSettings,
+    checkpoint_path: Callable[[int], Path],
+    resume_path: Path | None = None,
+    device: torch.device | None = None,
+) -> list[dict]:
+    """Train one model; write a checkpoint at every evaluation epoch.
+
+    Args:
+        checkpoint_path: epoch -> path of that epoch's checkpoint.
+        resume_path: where the training state is saved after every epoch (and resumed from).
+    Returns:
+        the training log, one dict per epoch (``epoch``, ``loss``, ``nll_mean``, ``horizon_mean``,
+        ``updates``, ``seconds``, ``functions_per_s``).
+    """
+    device = device or resolve_device(settings.device)
+    net = build_network(spec, settings).to(device)
+    optimizer = torch.optim.Adam(net.parameters(), lr=spec.lr)
+    fingerprint = config_fingerprint(spec, settings)
+    first_epoch, history = 1, []
+    if resume_path is not None:
+        resumed = _load_resume(resume_path, net, optimizer, fingerprint)
+        if resumed is not None:
+            first_epoch = resumed[0] + 1
+            history = resumed[1]
+            log.info("%s: resuming after epoch %d", spec.name, resumed[0])
+    fixed_weights = None
+    if spec.kind == "meta":
+        fixed_weights = torch.tensor(
+            loss_weights(spec.weights, spec.horizon, spec.nu), dtype=torch.float32, device=device
+        )
+    n_batches = settings.batches_per_epoch
+    started = time.perf_counter()
+    for epoch in range(first_epoch, settings.epochs + 1):
+        t0 = time.perf_counter()
+        results = []
+        for b in range(n_batches):
+            batch = training_batch(settings.seed, epoch, b, settings.batch_size)
+            problem = StudentTRegression.from_batch(batch, device)
+            theta0 = torch.from_numpy(batch.theta_init).to(device)
+            where = f"model {spec.name}, epoch {epoch}, batch {b}"
+            if spec.kind == "meta":
+                r = train_meta_batch(
+                    net, optimizer, problem, theta0, fixed_weights, settings.bptt,
+                    spec.trajectory_gradient, where,
+                )
+            else:
+                horizon = horizon_for(spec, settings, epoch, b)
+                r = train_act_batch(
+                    net, optimizer, problem, theta0, horizon, spec.nu,
+                    spec.trajectory_gradient, where,
+                )
+            results.append(r)
+        seconds = time.perf_counter() - t0
+        n_funcs = n_batches * settings.batch_size
+        row = {
+            "epoch": epoch,
+            "loss": float(np.mean([r.loss for r in results])),
+            "nll_mean": float(np.mean([r.nll_mean for r in results])),
+            "horizon_mean": float(np.mean([r.horizon for r in results])),
+            "updates": int(sum(r.updates for r in results)),
+            "seconds": seconds,
+            "functions_per_s": n_funcs / seconds,
+        }
+        history.append(row)
+        if epoch % settings.eval_every == 0:
+            save_checkpoint(
+                checkpoint_path(epoch),
+                net.state_dict(),
+                checkpoint_metadata(spec, settings, net, epoch),
+            )
+        if resume_path is not None:
+            _save_resume(resume_path, net, optimizer, epoch, history, fingerprint)
+        done = epoch - first_epoch + 1
+        eta = (time.perf_counter() - started) / done * (settings.epochs - epoch)
+        log.info(
+            "%s epoch %d/%d loss %.4g nll %.3f  %.0f functions/s  ETA %s",
+            spec.name, epoch, settings.epochs, row["loss"], row["nll_mean"],
+            row["functions_per_s"], _hms(eta),
+        )
+    return history
+
+
+def _hms(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def load_network(path, expected: dict | None = None) -> tuple[LSTMOptimizer, dict]:
+    """Rebuild the network of a checkpoint; refuse one of another architecture."""
+    state, meta = load_checkpoint(path)
+    arch = meta.get("architecture")
+    if not isinstance(arch, dict):
+        raise DataError(f"{path}: checkpoint metadata has no architecture")
+    if expected is not None and arch != expected:
+        raise DataError(f"{path}: checkpoint architecture {arch} differs from expected {expected}")
+    net = LSTMOptimizer(**arch)
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise DataError(f"{path}: weights do not fit architecture {arch} ({first})") from None
+    return net, meta

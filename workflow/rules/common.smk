@@ -1,0 +1,179 @@
+# Config validation, helpers and wildcard constraints. The other rule files only declare rules.
+import os
+import re
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+# The study package lives in src/; make it importable here and in every job, installed or not.
+SRC = str(Path(workflow.basedir) / "src")
+sys.path.insert(0, SRC)
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)
+
+from learned_halting.settings import ConfigError, TrainingSettings, model_specs
+
+
+def validate_config(config):
+    """Schema (with defaults) first, then the cross-field rules; one line naming the key."""
+    try:
+        validate(config, schema="../schemas/config.schema.yaml")
+    except WorkflowError as e:
+        raise WorkflowError(schema_error_line(e)) from None
+    try:
+        settings = TrainingSettings.from_config(config)
+        specs = model_specs(config)
+        check_cross_fields(config, specs)
+    except ConfigError as e:
+        raise WorkflowError(f"invalid config: {e}") from None
+    return settings, specs
+
+
+def schema_error_line(error):
+    """The jsonschema message of a failed validation, reduced to 'key: what is wrong'."""
+    cause = error
+    while cause is not None and not hasattr(cause, "absolute_path"):
+        cause = cause.__cause__ or cause.__context__
+    if cause is None:
+        for arg in getattr(error, "args", ()):
+            if hasattr(arg, "absolute_path"):
+                cause = arg
+    if cause is None:
+        return f"invalid config: {str(error).splitlines()[0]}"
+    key = ".".join(str(p) for p in cause.absolute_path) or "(top level)"
+    return f"invalid config: {key}: {cause.message}"
+
+
+def check_cross_fields(config, specs):
+    data = config["data"]
+    if data["validation"]["seed"] == data["test"]["seed"]:
+        raise ConfigError("data.test.seed: must differ from data.validation.seed")
+    figures = config.get("figures", {})
+    named = []
+    for name, fig in figures.get("comparisons", {}).items():
+        named += [(f"figures.comparisons.{name}.models", m) for m in fig["models"]]
+        named += [
+            (f"figures.comparisons.{name}.learning_curves", m)
+            for m in fig.get("learning_curves", [])
+        ]
+    named += [("figures.learning_curves_meta", m) for m in figures.get("learning_curves_meta", [])]
+    for label, row in figures.get("qt_distributions", {}).get("rows", {}).items():
+        named += [(f"figures.qt_distributions.rows.{label}", m) for m in row if m is not None]
+        for m in row:
+            if m is not None and m in specs and specs[m].kind != "act":
+                raise ConfigError(f"figures.qt_distributions.rows.{label}: {m} is not an act model")
+    for key, model in named:
+        if model not in specs:
+            raise ConfigError(f"{key}: unknown model {model!r}")
+
+
+SETTINGS, SPECS = validate_config(config)
+MODELS = list(SPECS)
+ACT_MODELS = [m for m, s in SPECS.items() if s.kind == "act"]
+EVAL_EPOCHS = SETTINGS.eval_epochs
+COMPARISONS = config["figures"].get("comparisons", {})
+
+
+def alternation(names):
+    """A regex that matches exactly one of ``names``."""
+    return "|".join(re.escape(n) for n in names) if names else "(?!)"
+
+
+wildcard_constraints:
+    model=alternation(MODELS),
+    act_model=alternation(ACT_MODELS),
+    epoch=r"\d+",
+    split="validation|test",
+    comparison=alternation(COMPARISONS),
+
+
+# ---------------------------------------------------------------------------------- inputs
+
+
+def checkpoints_of(wildcards):
+    return expand("results/models/{model}/epoch_{epoch}.pt", model=wildcards.model, epoch=EVAL_EPOCHS)
+
+
+def validation_of(wildcards):
+    return expand(
+        "results/validation/{model}/epoch_{epoch}.parquet", model=wildcards.model, epoch=EVAL_EPOCHS
+    )
+
+
+def model_results(models):
+    """Everything a figure needs of ``models``: test results, best.json, learning curves."""
+    files = []
+    for m in models:
+        files += [
+            f"results/test/{m}.parquet",
+            f"results/models/{m}/best.json",
+            f"results/models/{m}/train_log.parquet",
+        ]
+        files += expand("results/validation/{model}/epoch_{epoch}.parquet", model=m, epoch=EVAL_EPOCHS)
+    return files
+
+
+def comparison_models(wildcards):
+    fig = COMPARISONS[wildcards.comparison]
+    return list(dict.fromkeys(fig["models"] + fig.get("learning_curves", [])))
+
+
+def comparison_inputs(wildcards):
+    return model_results(comparison_models(wildcards))
+
+
+def learning_curve_inputs(wildcards):
+    return model_results(config["figures"].get("learning_curves_meta", []))
+
+
+def qt_models():
+    rows = config["figures"].get("qt_distributions", {}).get("rows", {})
+    return list(dict.fromkeys(m for row in rows.values() for m in row if m is not None))
+
+
+def qt_inputs(wildcards):
+    return model_results(qt_models())
+
+
+def figure_names():
+    names = [f"results/figures/{c}.png" for c in COMPARISONS]
+    if config["figures"].get("learning_curves_meta"):
+        names.append("results/figures/learning_curves_meta.png")
+    if qt_models():
+        names.append("results/figures/qt_distributions.png")
+    if config["figures"].get("halting", True):
+        names += [f"results/figures/halting_{m}.png" for m in ACT_MODELS]
+    return names
+
+
+def final_outputs():
+    return (
+        expand("results/test/{model}.parquet", model=MODELS)
+        + expand("results/models/{model}/train_log.parquet", model=MODELS)
+        + ["results/tables/summary.csv"]
+        + figure_names()
+    )
+
+
+# ------------------------------------------------------------------------------- resources
+
+
+def train_runtime(wildcards):
+    """Minutes for a training job: coordinate-steps at a conservative 1e5 per second, doubled."""
+    spec = SPECS[wildcards.model]
+    horizon = spec.horizon or 150
+    coord_steps = SETTINGS.epochs * SETTINGS.functions_per_epoch * 10 * horizon
+    return max(10, int(2 * coord_steps / 1e5 / 60))
+
+
+def eval_runtime(wildcards):
+    n = max(config["data"]["validation"]["functions"], config["data"]["test"]["functions"])
+    return max(10, int(2 * n * 10 * SETTINGS.eval_steps / 1e5 / 60))
+
+
+def gpus(wildcards):
+    return 1 if SETTINGS.device == "cuda" else 0
+
+
+THREADS = config["training"]["threads"]

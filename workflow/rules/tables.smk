@@ -1,0 +1,22 @@
+rule summary:
+    input:
+        test=expand("results/test/{model}.parquet", model=MODELS),
+        best=expand("results/models/{model}/best.json", model=MODELS),
+    output:
+        report(
+            "results/tables/summary.csv",
+            caption="../report/summary.rst",
+            category="Tables",
+        ),
+    log:
+        "logs/tables/summary.log",
+    conda:
+        "../../envs/study.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=5,
+    params:
+        models=MODELS,
+    script:
+        "../scripts/summary.py"
