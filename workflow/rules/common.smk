@@ -5,70 +5,22 @@ import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
 
 # The study package lives in src/; make it importable here and in every job, installed or not.
 SRC = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, SRC)
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)
 
-from learned_halting.settings import ConfigError, TrainingSettings, model_specs
+from learned_halting.config_validation import validate_config
+from learned_halting.settings import ConfigError
 
-
-def validate_config(config):
-    """Schema (with defaults) first, then the cross-field rules; one line naming the key."""
-    try:
-        validate(config, schema="../schemas/config.schema.yaml")
-    except WorkflowError as e:
-        raise WorkflowError(schema_error_line(e)) from None
-    try:
-        settings = TrainingSettings.from_config(config)
-        specs = model_specs(config)
-        check_cross_fields(config, specs)
-    except ConfigError as e:
-        raise WorkflowError(f"invalid config: {e}") from None
-    return settings, specs
-
-
-def schema_error_line(error):
-    """The jsonschema message of a failed validation, reduced to 'key: what is wrong'."""
-    cause = error
-    while cause is not None and not hasattr(cause, "absolute_path"):
-        cause = cause.__cause__ or cause.__context__
-    if cause is None:
-        for arg in getattr(error, "args", ()):
-            if hasattr(arg, "absolute_path"):
-                cause = arg
-    if cause is None:
-        return f"invalid config: {str(error).splitlines()[0]}"
-    key = ".".join(str(p) for p in cause.absolute_path) or "(top level)"
-    return f"invalid config: {key}: {cause.message}"
-
-
-def check_cross_fields(config, specs):
-    data = config["data"]
-    if data["validation"]["seed"] == data["test"]["seed"]:
-        raise ConfigError("data.test.seed: must differ from data.validation.seed")
-    figures = config.get("figures", {})
-    named = []
-    for name, fig in figures.get("comparisons", {}).items():
-        named += [(f"figures.comparisons.{name}.models", m) for m in fig["models"]]
-        named += [
-            (f"figures.comparisons.{name}.learning_curves", m)
-            for m in fig.get("learning_curves", [])
-        ]
-    named += [("figures.learning_curves_meta", m) for m in figures.get("learning_curves_meta", [])]
-    for label, row in figures.get("qt_distributions", {}).get("rows", {}).items():
-        named += [(f"figures.qt_distributions.rows.{label}", m) for m in row if m is not None]
-        for m in row:
-            if m is not None and m in specs and specs[m].kind != "act":
-                raise ConfigError(f"figures.qt_distributions.rows.{label}: {m} is not an act model")
-    for key, model in named:
-        if model not in specs:
-            raise ConfigError(f"{key}: unknown model {model!r}")
-
-
-SETTINGS, SPECS = validate_config(config)
+# Schema (filling defaults) and cross-field rules, before any job; one line naming the key.
+try:
+    SETTINGS, SPECS = validate_config(
+        config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
+    )
+except ConfigError as e:
+    raise WorkflowError(str(e)) from None
 MODELS = list(SPECS)
 ACT_MODELS = [m for m, s in SPECS.items() if s.kind == "act"]
 EVAL_EPOCHS = SETTINGS.eval_epochs
