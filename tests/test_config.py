@@ -3,10 +3,10 @@
 import copy
 
 import pytest
+from workflow_helpers import REPO, base_config, scratch_workflow, snakemake
 
 from learned_halting.config_validation import validate_config
 from learned_halting.settings import ConfigError
-from workflow_helpers import REPO, base_config, scratch_workflow, snakemake
 
 
 def _set(cfg, dotted, value):
@@ -39,7 +39,8 @@ CASES = [
     ("models/metaV1/kind", "hyper", "models.metaV1.kind: 'hyper' is not one of"),
     ("models/metaV1/lr", -1.0, "models.metaV1.lr: -1.0 is less than or equal to the minimum of 0"),
     ("models/metaV1/horizon", 0, "models.metaV1.horizon"),
-    ("models/metaV3.1_nu0.1/nu", 1.5, "models.metaV3.1_nu0.1.nu: 1.5 is greater than or equal to the maximum of 1"),
+    ("models/metaV3.1_nu0.1/nu", 1.5,
+     "models.metaV3.1_nu0.1.nu: 1.5 is greater than or equal to the maximum of 1"),
     ("models/actV2_nu0.1_ET18/horizon", {"shape": 1.2}, "models.actV2_nu0.1_ET18.horizon"),
     ("models/metaV1/inputs", "hessian", "models.metaV1.inputs: 'hessian' is not one of"),
     ("models/bad", {"kind": "meta", "weights": "geometric", "horizon": 100, "lr": 1e-3},
@@ -47,7 +48,8 @@ CASES = [
     ("models/metaV1/horizon", {"shape": 0.9}, "models.metaV1"),
     # cross-field rules
     ("training/eval_every", 7, "training.eval_every: must divide training.epochs (100), got 7"),
-    ("training/functions_per_epoch", 100, "training.functions_per_epoch: must be >= training.batch_size (125)"),
+    ("training/functions_per_epoch", 100,
+     "training.functions_per_epoch: must be >= training.batch_size (125)"),
     ("data/test/seed", 1001, "data.test.seed: must differ from data.validation.seed"),
     ("figures/comparisons/meta_fixed_weights/models", ["metaV1", "metaV9"],
      "figures.comparisons.meta_fixed_weights.models: unknown model 'metaV9'"),

@@ -43,14 +43,68 @@ class LSTMLayer(nn.Module):
             self.bias[H : 2 * H] += self.forget_bias
 
 
+def _sigmoid_gates(gates: torch.Tensor, H: int) -> torch.Tensor:
+    """(rows, 4H) pre-activations -> (rows, 4H) ``[sigmoid(i, f, o), tanh(g)]``.
+
+    One ``sigmoid`` over all gates, with ``tanh(x) = 2 sigmoid(2x) - 1`` for the cell gate: on CPUs
+    the transcendental functions dominate the step, and sigmoid is about 3x cheaper than tanh here.
+    """
+    z = gates.clone()
+    z[:, 3 * H :] *= 2.0
+    s = torch.sigmoid_(z)
+    s[:, 3 * H :].mul_(2.0).sub_(1.0)
+    return s
+
+
+def _tanh(x: torch.Tensor) -> torch.Tensor:
+    return torch.sigmoid(x * 2.0).mul_(2.0).sub_(1.0)
+
+
+class LSTMCellFunction(torch.autograd.Function):
+    """The pointwise part of an LSTM cell with a hand-written backward.
+
+    Forward: gates (rows, 4H) in order (i, f, o, g) and c (rows, H) -> (h, c_new). The backward
+    writes the gate gradients straight into one (rows, 4H) tensor, instead of autograd's chain of
+    slice, sigmoid and tanh backward nodes (each with its own zero-filled copy).
+    """
+
+    @staticmethod
+    def forward(ctx, gates: torch.Tensor, c: torch.Tensor):
+        H = c.shape[1]
+        s = _sigmoid_gates(gates, H)
+        i, f, o, g = s[:, :H], s[:, H : 2 * H], s[:, 2 * H : 3 * H], s[:, 3 * H :]
+        c_new = torch.addcmul(f * c, i, g)
+        tc = _tanh(c_new)
+        h = o * tc
+        ctx.save_for_backward(s, c, tc)
+        return h, c_new
+
+    @staticmethod
+    def backward(ctx, dh: torch.Tensor, dc_new: torch.Tensor):
+        s, c, tc = ctx.saved_tensors
+        H = c.shape[1]
+        i, f, o, g = s[:, :H], s[:, H : 2 * H], s[:, 2 * H : 3 * H], s[:, 3 * H :]
+        if dh is None:
+            dh = torch.zeros_like(c)
+        dc = dh * o * (1.0 - tc * tc)
+        if dc_new is not None:
+            dc = dc + dc_new
+        dgates = torch.empty_like(s)
+        torch.mul(dc * g, i * (1.0 - i), out=dgates[:, :H])
+        torch.mul(dc * c, f * (1.0 - f), out=dgates[:, H : 2 * H])
+        torch.mul(dh * tc, o * (1.0 - o), out=dgates[:, 2 * H : 3 * H])
+        torch.mul(dc * i, 1.0 - g * g, out=dgates[:, 3 * H :])
+        return dgates, dc * f
+
+
 def lstm_cell(gates: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Gate pre-activations (rows, 4H) in order (i, f, o, g) and cell (rows, H) -> new (h, c)."""
+    if torch.is_grad_enabled() and (gates.requires_grad or c.requires_grad):
+        return LSTMCellFunction.apply(gates, c)
     H = c.shape[1]
-    sig = torch.sigmoid(gates[:, : 3 * H])
-    g = torch.tanh(gates[:, 3 * H :])
-    c = torch.addcmul(sig[:, H : 2 * H] * c, sig[:, :H], g)
-    h = sig[:, 2 * H :] * torch.tanh(c)
-    return h, c
+    s = _sigmoid_gates(gates, H)
+    c = torch.addcmul(s[:, H : 2 * H] * c, s[:, :H], s[:, 3 * H :])
+    return s[:, 2 * H : 3 * H] * _tanh(c), c
 
 
 class UpdateHead(nn.Linear):

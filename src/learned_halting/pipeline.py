@@ -65,6 +65,11 @@ def _spec(config: dict, model: str) -> tuple[ModelSpec, TrainingSettings]:
     return specs[model], TrainingSettings.from_config(config)
 
 
+def epoch_of(path) -> int:
+    """The epoch of ``.../epoch_{epoch}.pt`` or ``.../epoch_{epoch}.parquet``."""
+    return int(Path(path).stem.split("_")[-1])
+
+
 def run_metadata(config: dict, model: str | None = None) -> dict:
     """The config values an output came from, recorded in its metadata."""
     meta = {
@@ -107,7 +112,7 @@ def make_function_set(out, split: str, config: dict) -> None:
 def train_model(config: dict, model: str, checkpoints: list, train_log, resume_path) -> None:
     """Train ``model``; write its checkpoints (one per evaluation epoch) and ``train_log.parquet``."""
     spec, settings = _spec(config, model)
-    by_epoch = {int(Path(p).stem.split("_")[-1]): Path(p) for p in checkpoints}
+    by_epoch = {epoch_of(p): Path(p) for p in checkpoints}
     if sorted(by_epoch) != settings.eval_epochs:
         raise ValueError(f"checkpoint outputs {sorted(by_epoch)} != eval epochs {settings.eval_epochs}")
     device = resolve_device(settings.device)
@@ -164,7 +169,7 @@ def choose_best(config: dict, model: str, validation_files: list, out) -> None:
     values = {}
     for path in validation_files:
         table, meta = read_table(path, VALIDATION_COLUMNS)
-        epoch = int(Path(path).stem.split("_")[-1])
+        epoch = epoch_of(path)
         values[epoch] = selection_value(
             table.column("nll_mean").to_numpy(), settings.selection_metric
         )
@@ -186,10 +191,13 @@ def choose_best(config: dict, model: str, validation_files: list, out) -> None:
     log.info("%s: best epoch %d (%s = %.4f)", model, epoch, settings.selection_metric, value)
 
 
-def test_model(config: dict, model: str, best_json, checkpoint_dir, functions_path, out) -> None:
+def test_model(config: dict, model: str, best_json, checkpoints: list, functions_path, out) -> None:
     """``results/test/{model}.parquet``: the best checkpoint on the test set, one row per function."""
     best = read_json(best_json, required=("epoch",))
-    checkpoint = Path(checkpoint_dir) / f"epoch_{int(best['epoch'])}.pt"
+    by_epoch = {epoch_of(p): Path(p) for p in checkpoints}
+    if int(best["epoch"]) not in by_epoch:
+        raise DataError(f"{best_json}: epoch {best['epoch']} is not among the checkpoints {sorted(by_epoch)}")
+    checkpoint = by_epoch[int(best["epoch"])]
     result, meta, settings = _evaluate_checkpoint(config, model, checkpoint, functions_path)
     ids, _, _ = read_function_set(functions_path)
     cols: dict = {"function_id": pa.array(ids.astype(np.int64)), "nll": result["nll"]}

@@ -226,7 +226,7 @@ def load_model_results(model: str, root: str | Path = "results") -> ModelResults
     import glob
 
     from .evaluation import selection_value
-    from .pipeline import VALIDATION_COLUMNS, read_test_result
+    from .pipeline import VALIDATION_COLUMNS, epoch_of, read_test_result
     from .storage import read_json, read_table
 
     root = Path(root)
@@ -234,10 +234,9 @@ def load_model_results(model: str, root: str | Path = "results") -> ModelResults
     log_table, _ = read_table(root / "models" / model / "train_log.parquet",
                               {"epoch": None, "nll_mean": None})
     val_epochs, val_nll = [], []
-    for path in sorted(glob.glob(str(root / "validation" / model / "epoch_*.parquet")),
-                       key=lambda p: int(Path(p).stem.split("_")[-1])):
+    for path in sorted(glob.glob(str(root / "validation" / model / "epoch_*.parquet")), key=epoch_of):
         table, _ = read_table(path, VALIDATION_COLUMNS)
-        val_epochs.append(int(Path(path).stem.split("_")[-1]))
+        val_epochs.append(epoch_of(path))
         val_nll.append(selection_value(table.column("nll_mean").to_numpy(), "mean_nll"))
     best = read_json(root / "models" / model / "best.json", required=("epoch",))
     return ModelResults(

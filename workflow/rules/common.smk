@@ -1,15 +1,13 @@
 # Config validation, helpers and wildcard constraints. The other rule files only declare rules.
-import os
 import re
 import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-# The study package lives in src/; make it importable here and in every job, installed or not.
-SRC = str(Path(workflow.basedir) / "src")
-sys.path.insert(0, SRC)
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)
+# The study package lives in src/. Import it from there when it is not installed; jobs find it
+# through the link workflow/scripts/learned_halting (Snakemake puts the scripts' folder on sys.path).
+sys.path.append(str(Path(workflow.basedir) / "src"))
 
 from learned_halting.config_validation import validate_config
 from learned_halting.settings import ConfigError
@@ -44,12 +42,18 @@ wildcard_constraints:
 
 
 def checkpoints_of(wildcards):
-    return expand("results/models/{model}/epoch_{epoch}.pt", model=wildcards.model, epoch=EVAL_EPOCHS)
+    return expand(
+        "results/models/{model}/epoch_{epoch}.pt",
+        model=wildcards.model,
+        epoch=EVAL_EPOCHS,
+    )
 
 
 def validation_of(wildcards):
     return expand(
-        "results/validation/{model}/epoch_{epoch}.parquet", model=wildcards.model, epoch=EVAL_EPOCHS
+        "results/validation/{model}/epoch_{epoch}.parquet",
+        model=wildcards.model,
+        epoch=EVAL_EPOCHS,
     )
 
 
@@ -62,7 +66,11 @@ def model_results(models):
             f"results/models/{m}/best.json",
             f"results/models/{m}/train_log.parquet",
         ]
-        files += expand("results/validation/{model}/epoch_{epoch}.parquet", model=m, epoch=EVAL_EPOCHS)
+        files += expand(
+            "results/validation/{model}/epoch_{epoch}.parquet",
+            model=m,
+            epoch=EVAL_EPOCHS,
+        )
     return files
 
 
@@ -120,7 +128,9 @@ def train_runtime(wildcards):
 
 
 def eval_runtime(wildcards):
-    n = max(config["data"]["validation"]["functions"], config["data"]["test"]["functions"])
+    n = max(
+        config["data"]["validation"]["functions"], config["data"]["test"]["functions"]
+    )
     return max(10, int(2 * n * 10 * SETTINGS.eval_steps / 1e5 / 60))
 
 

@@ -60,6 +60,5 @@ rule test_model:
         gpu=gpus,
     params:
         model="{model}",
-        checkpoint_dir="results/models/{model}",
     script:
         "../scripts/test_model.py"

@@ -8,7 +8,7 @@ pipeline.run_step(
     snakemake.config,
     snakemake.params.model,
     snakemake.input.best,
-    snakemake.params.checkpoint_dir,
+    list(snakemake.input.checkpoints),
     snakemake.input.functions,
     snakemake.output[0],
 )
