@@ -30,8 +30,10 @@ def base_config() -> dict:
     return yaml.safe_load((REPO / "config" / "config.yaml").read_text())
 
 
-def snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
+def snakemake(
+    workdir: Path, *args: str, timeout: int = 900, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    env = dict(os.environ if env is None else env)
     env.pop("PYTHONPATH", None)
     cmd = [sys.executable, "-m", "snakemake", *args]
     return subprocess.run(
