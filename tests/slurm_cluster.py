@@ -20,7 +20,10 @@ from pathlib import Path
 
 NODE = "lhnode"
 PARTITION = "debug"
-BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scontrol")
+BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "srun")
+# Snakemake's SLURM job step runs `srun` with the SLURM_* variables removed (SLURM_CONF too), so
+# srun inside a job only finds the config at its compiled-in default path.
+SYSTEM_CONF = Path("/etc/slurm/slurm.conf")
 
 
 class ClusterUnavailable(RuntimeError):
@@ -38,9 +41,14 @@ class LocalSlurm:
     root: Path
     env: dict
     pids: dict[str, int] = field(default_factory=dict)
+    wrote_system_conf: bool = False
 
     def stop(self) -> None:
-        """Stop the daemons this cluster started (slurmd, slurmctld, munged), by pid."""
+        """Stop the daemons this cluster started (slurmd, slurmctld, munged), by pid, and remove
+        the system config it wrote."""
+        if self.wrote_system_conf:
+            SYSTEM_CONF.unlink(missing_ok=True)
+            self.wrote_system_conf = False
         for name in ("slurmd", "slurmctld", "munged"):
             pid = self.pids.pop(name, None)
             if pid is None:
@@ -83,6 +91,8 @@ def start_cluster(root: Path, cpus: int | None = None, memory_mb: int = 16000) -
         raise ClusterUnavailable(
             f"missing {', '.join(missing)} (apt-get install slurm-wlm munge)"
         )
+    if SYSTEM_CONF.exists():
+        raise ClusterUnavailable(f"{SYSTEM_CONF} exists (a real cluster's config?); not replacing it")
     cpus = cpus or os.cpu_count() or 1
     root.mkdir(parents=True, exist_ok=True)
     for d in ("state", "spool", "munge", "log"):
@@ -149,6 +159,9 @@ PartitionName={PARTITION} Nodes={NODE} Default=YES MaxTime=INFINITE State=UP
 """
         )
         cluster.env["SLURM_CONF"] = str(conf)
+        SYSTEM_CONF.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(conf, SYSTEM_CONF)
+        cluster.wrote_system_conf = True
         subprocess.run(["slurmctld", "-f", str(conf)], env=cluster.env, check=True,
                        capture_output=True, text=True, timeout=30)
         cluster.pids["slurmctld"] = _read_pid(root / "slurmctld.pid")

@@ -6,6 +6,8 @@ Every job must go through sbatch, and the results must equal those of a local ru
 import copy
 import re
 import shutil
+import tempfile
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -37,9 +39,9 @@ def small_config():
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    # a short path: slurmd's spool and munge's socket paths must stay short
-    root = tmp_path_factory.mktemp("slurm")
+def cluster():
+    # outside pytest's private temp dir, which the munge user cannot enter; a short path too
+    root = Path(tempfile.mkdtemp(prefix="lh-slurm-"))
     try:
         c = start_cluster(root)
     except ClusterUnavailable as e:
