@@ -125,6 +125,10 @@ def start_cluster(root: Path, cpus: int | None = None, memory_mb: int = 16000) -
         cluster.pids["munged"] = _read_pid(root / "munge" / "munged.pid")
 
         conf = root / "slurm.conf"
+        node_line = (
+            f"NodeName={NODE} NodeAddr=127.0.0.1 NodeHostname={socket.gethostname()} "
+            f"CPUs={cpus} RealMemory={memory_mb} State=UNKNOWN"
+        )
         conf.write_text(
             f"""ClusterName=learnedhalting
 SlurmctldHost=localhost(127.0.0.1)
@@ -154,7 +158,7 @@ MinJobAge=3600
 MpiDefault=none
 SlurmctldTimeout=30
 SlurmdTimeout=30
-NodeName={NODE} NodeAddr=127.0.0.1 NodeHostname={socket.gethostname()} CPUs={cpus} RealMemory={memory_mb} State=UNKNOWN
+{node_line}
 PartitionName={PARTITION} Nodes={NODE} Default=YES MaxTime=INFINITE State=UP
 """
         )
@@ -174,7 +178,8 @@ PartitionName={PARTITION} Nodes={NODE} Default=YES MaxTime=INFINITE State=UP
             if out in ("idle", "mix", "alloc"):
                 return cluster
             time.sleep(0.5)
-        log = (root / "log" / "slurmd.log").read_text()[-2000:] if (root / "log" / "slurmd.log").exists() else ""
+        slurmd_log = root / "log" / "slurmd.log"
+        log = slurmd_log.read_text()[-2000:] if slurmd_log.exists() else ""
         raise ClusterUnavailable(f"node did not become idle (sinfo: {out!r}); slurmd log: {log}")
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as e:
         cluster.stop()

@@ -3,7 +3,6 @@
 Every job must go through sbatch, and the results must equal those of a local run.
 """
 
-import copy
 import re
 import shutil
 import tempfile
@@ -11,32 +10,11 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-import yaml
-
 from slurm_cluster import ClusterUnavailable, start_cluster
-from workflow_helpers import REPO, base_config, scratch_workflow, snakemake
+from workflow_helpers import SMALL_MODELS as MODELS
+from workflow_helpers import scratch_workflow, small_config, snakemake
 
 pytestmark = pytest.mark.slow
-
-MODELS = ["metaV1", "actV2_nu0.9_T100"]
-
-
-def small_config():
-    cfg = copy.deepcopy(base_config())
-    tiny = yaml.safe_load((REPO / "tests" / "configs" / "tiny.yaml").read_text())
-    cfg["data"] = tiny["data"]
-    cfg["training"].update(tiny["training"])
-    cfg["models"] = {m: cfg["models"][m] for m in MODELS}
-    cfg["figures"] = {
-        "comparisons": {
-            "actV2_nu0.9": {"models": MODELS, "zooms": [10, 100], "learning_curves": MODELS[1:]}
-        },
-        "learning_curves_meta": ["metaV1"],
-        "qt_distributions": {"columns": ["nu=0.9"], "rows": {"T=100": ["actV2_nu0.9_T100"]}},
-        "halting": True,
-    }
-    return cfg
-
 
 @pytest.fixture(scope="module")
 def cluster():

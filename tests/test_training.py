@@ -121,7 +121,7 @@ def test_training_is_deterministic_and_learns(tmp_path):
             paths[epoch] = tmp_path / f"run{k}" / f"epoch_{epoch}.pt"
             return paths[epoch]
 
-        hist = train(spec, settings, where, tmp_path / f"run{k}" / "resume.pt",
+        hist = train(spec, settings, where, tmp_path / f"run{k}" / "resume",
                      torch.device("cpu"))
         runs.append((hist, paths))
     assert sorted(runs[0][1]) == [2, 4]

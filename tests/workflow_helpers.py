@@ -1,5 +1,6 @@
 """Helpers for tests that drive the Snakemake workflow in a scratch copy of the repository."""
 
+import copy
 import os
 import shutil
 import subprocess
@@ -39,3 +40,24 @@ def snakemake(
     return subprocess.run(
         cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout
     )
+
+
+SMALL_MODELS = ["metaV1", "actV2_nu0.9_T100"]
+
+
+def small_config() -> dict:
+    """The tiny config with two models (one meta, one act) and figures of those only."""
+    cfg = copy.deepcopy(base_config())
+    tiny = yaml.safe_load((REPO / "tests" / "configs" / "tiny.yaml").read_text())
+    cfg["data"] = tiny["data"]
+    cfg["training"].update(tiny["training"])
+    cfg["models"] = {m: cfg["models"][m] for m in SMALL_MODELS}
+    cfg["figures"] = {
+        "comparisons": {
+            "actV2_nu0.9": {"models": SMALL_MODELS, "zooms": [10, 100], "learning_curves": SMALL_MODELS[1:]}
+        },
+        "learning_curves_meta": ["metaV1"],
+        "qt_distributions": {"columns": ["nu=0.9"], "rows": {"T=100": ["actV2_nu0.9_T100"]}},
+        "halting": True,
+    }
+    return cfg

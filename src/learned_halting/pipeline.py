@@ -7,6 +7,7 @@ logic here rather than in ``workflow/scripts`` lets tests reach it without Snake
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 from pathlib import Path
 
@@ -109,8 +110,12 @@ def make_function_set(out, split: str, config: dict) -> None:
 # -------------------------------------------------------------------------------------- training
 
 
-def train_model(config: dict, model: str, checkpoints: list, train_log, resume_path) -> None:
-    """Train ``model``; write its checkpoints (one per evaluation epoch) and ``train_log.parquet``."""
+def train_model(config: dict, model: str, checkpoints: list, train_log, resume_dir) -> None:
+    """Train ``model``; write its checkpoints (one per evaluation epoch) and ``train_log.parquet``.
+
+    The training state lives in ``resume_dir`` while the job runs (see :func:`training.train`), so
+    a killed job started again resumes after its last completed epoch; it is removed at the end.
+    """
     spec, settings = _spec(config, model)
     by_epoch = {epoch_of(p): Path(p) for p in checkpoints}
     if sorted(by_epoch) != settings.eval_epochs:
@@ -118,10 +123,10 @@ def train_model(config: dict, model: str, checkpoints: list, train_log, resume_p
     device = resolve_device(settings.device)
     log.info("training %s (%s) on %s with %d threads", model, spec.describe(), device,
              torch.get_num_threads())
-    history = train(spec, settings, by_epoch.__getitem__, Path(resume_path), device)
+    history = train(spec, settings, by_epoch.__getitem__, Path(resume_dir), device)
     df = pd.DataFrame(history)
     write_table(train_log, {c: df[c].to_numpy() for c in df.columns}, run_metadata(config, model))
-    Path(resume_path).unlink(missing_ok=True)
+    shutil.rmtree(resume_dir, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------------ evaluation

@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import math
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from .priors import log_truncated_geometric, loss_weights, sample_horizon
 from .problem import STREAM_HORIZON, StudentTRegression, training_batch
 from .rollout import start, unroll
 from .settings import ModelSpec, TrainingSettings
-from .storage import DataError, load_checkpoint, save_checkpoint
+from .storage import DataError, atomic_path, load_checkpoint, save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -187,18 +188,39 @@ def _load_resume(path: Path, net, optimizer, fingerprint: str) -> tuple[int, lis
     return int(meta["epoch"]), list(meta["history"])
 
 
+RESUME_STATE = "state.pt"
+
+
+def _restore_checkpoints(resume_dir: Path, checkpoint_path, epochs: list[int]) -> bool:
+    """Put back the checkpoints of completed epochs that are missing (Snakemake removes the outputs
+    of an incomplete job). False if one cannot be restored, so training must start over."""
+    for e in epochs:
+        target = Path(checkpoint_path(e))
+        if target.exists():
+            continue
+        saved = resume_dir / f"epoch_{e}.pt"
+        if not saved.exists():
+            return False
+        with atomic_path(target) as tmp:
+            shutil.copyfile(saved, tmp)
+    return True
+
+
 def train(
     spec: ModelSpec,
     settings: TrainingSettings,
     checkpoint_path: Callable[[int], Path],
-    resume_path: Path | None = None,
+    resume_dir: Path | None = None,
     device: torch.device | None = None,
 ) -> list[dict]:
     """Train one model; write a checkpoint at every evaluation epoch.
 
     Args:
         checkpoint_path: epoch -> path of that epoch's checkpoint.
-        resume_path: where the training state is saved after every epoch (and resumed from).
+        resume_dir: where the training state (network, Adam state, epoch, log so far) is saved
+            atomically after every epoch, with a copy of each checkpoint; a run that finds a state
+            of the same config there resumes after its epoch, with bitwise the same results as an
+            uninterrupted run (training randomness depends only on seed, epoch and batch).
     Returns:
         the training log, one dict per epoch (``epoch``, ``loss``, ``nll_mean``, ``horizon_mean``,
         ``updates``, ``seconds``, ``functions_per_s``).
@@ -208,12 +230,18 @@ def train(
     optimizer = torch.optim.Adam(net.parameters(), lr=spec.lr)
     fingerprint = config_fingerprint(spec, settings)
     first_epoch, history = 1, []
-    if resume_path is not None:
-        resumed = _load_resume(resume_path, net, optimizer, fingerprint)
+    if resume_dir is not None:
+        resume_dir = Path(resume_dir)
+        resumed = _load_resume(resume_dir / RESUME_STATE, net, optimizer, fingerprint)
         if resumed is not None:
-            first_epoch = resumed[0] + 1
-            history = resumed[1]
-            log.info("%s: resuming after epoch %d", spec.name, resumed[0])
+            done = [e for e in settings.eval_epochs if e <= resumed[0]]
+            if _restore_checkpoints(resume_dir, checkpoint_path, done):
+                first_epoch, history = resumed[0] + 1, resumed[1]
+                log.info("%s: resuming after epoch %d", spec.name, resumed[0])
+            else:
+                log.warning("%s: saved checkpoints incomplete, starting from scratch", spec.name)
+                net = build_network(spec, settings).to(device)
+                optimizer = torch.optim.Adam(net.parameters(), lr=spec.lr)
     fixed_weights = None
     if spec.kind == "meta":
         fixed_weights = torch.tensor(
@@ -254,13 +282,12 @@ def train(
         }
         history.append(row)
         if epoch % settings.eval_every == 0:
-            save_checkpoint(
-                checkpoint_path(epoch),
-                net.state_dict(),
-                checkpoint_metadata(spec, settings, net, epoch),
-            )
-        if resume_path is not None:
-            _save_resume(resume_path, net, optimizer, epoch, history, fingerprint)
+            meta = checkpoint_metadata(spec, settings, net, epoch)
+            if resume_dir is not None:
+                save_checkpoint(resume_dir / f"epoch_{epoch}.pt", net.state_dict(), meta)
+            save_checkpoint(checkpoint_path(epoch), net.state_dict(), meta)
+        if resume_dir is not None:
+            _save_resume(resume_dir / RESUME_STATE, net, optimizer, epoch, history, fingerprint)
         done = epoch - first_epoch + 1
         eta = (time.perf_counter() - started) / done * (settings.epochs - epoch)
         log.info(

@@ -19,6 +19,6 @@ rule train:
         gpu=gpus,
     params:
         model="{model}",
-        resume="results/resume/{model}/state.pt",
+        resume="results/resume/{model}",
     script:
         "../scripts/train.py"
