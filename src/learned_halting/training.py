@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import halting
+from . import bptt, halting
 from .networks import LSTMOptimizer
 from .priors import log_truncated_geometric, loss_weights, sample_horizon
 from .problem import STREAM_HORIZON, StudentTRegression, training_batch
@@ -90,27 +90,41 @@ def train_meta_batch(
     problem: StudentTRegression,
     theta0: torch.Tensor,
     weights: torch.Tensor,
-    bptt: int,
+    bptt_steps: int,
     trajectory_gradient: str,
     where: str = "",
 ) -> BatchResult:
-    """One meta batch with truncated BPTT; ``weights`` (T,) are the per-step loss weights."""
+    """One meta batch with truncated BPTT; ``weights`` (T,) are the per-step loss weights.
+
+    ``detached`` runs the hand-written backward of :mod:`bptt`; ``full`` runs autograd through the
+    whole trajectory.
+    """
     T = weights.shape[0]
+    B, D = theta0.shape
     state = start(net, problem, theta0)
     total, nll_sum, updates = 0.0, 0.0, 0
-    for begin in range(0, T, bptt):
-        n = min(bptt, T - begin)
-        nll, _, state = unroll(net, problem, state, n, trajectory_gradient)
-        loss = (nll.mean(dim=0) * weights[begin : begin + n]).sum()
+    for begin in range(0, T, bptt_steps):
+        n = min(bptt_steps, T - begin)
+        w = weights[begin : begin + n]
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if trajectory_gradient == "detached":
+            step_weights = net.step_weights()
+            tape, nll, _, state = bptt.forward(net, step_weights, problem, state, n)
+            loss = (nll.mean(dim=0) * w).sum()
+            # L = sum_t w_t mean_b NLL_b,t: dL/d delta_t = -(w_t / B) grad_t
+            d_delta = tape.grads * (-w / B).view(n, 1, 1)
+            bptt.backward(net, step_weights, tape, d_delta.reshape(n, B * D))
+        else:
+            nll, _, state = unroll(net, problem, state, n, trajectory_gradient)
+            loss = (nll.mean(dim=0) * w).sum()
+            loss.backward()
         _check_finite(loss.detach(), net, where)
         optimizer.step()
         updates += 1
         total += loss.item()
         nll_sum += nll.detach().sum().item()
         state = state.detach()
-    return BatchResult(total, nll_sum / (T * theta0.shape[0]), T, updates)
+    return BatchResult(total, nll_sum / (T * B), T, updates)
 
 
 def train_act_batch(
@@ -124,12 +138,28 @@ def train_act_batch(
     where: str = "",
 ) -> BatchResult:
     """One act batch: ``mean_f [sum_t q_t NLL_t + KL(q || p)]`` back-propagated once."""
+    B, D = theta0.shape
     state = start(net, problem, theta0)
-    nll, logits, _ = unroll(net, problem, state, horizon, trajectory_gradient)
     log_p = log_truncated_geometric(horizon, nu, device=theta0.device)
-    loss = halting.act_loss(nll, logits, log_p)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    if trajectory_gradient == "detached":
+        step_weights = net.step_weights()
+        tape, nll, logits, _ = bptt.forward(net, step_weights, problem, state, horizon)
+        log_q = halting.log_posterior(logits)
+        q = log_q.exp()
+        a = nll + log_q - log_p  # (B, T)
+        per_function = (q * a).sum(dim=1)
+        loss = per_function.mean()
+        # dL/dNLL_t = q_t / B;  dL/ds_j = q_j (a_j - sum_t q_t a_t) / B;  s = cumsum(increments)
+        d_logits = q * (a - per_function[:, None]) / B
+        d_inc = torch.flip(torch.cumsum(torch.flip(d_logits, [1]), 1), [1])  # (B, T)
+        d_increment = (d_inc.t() / D).unsqueeze(-1).expand(horizon, B, D).reshape(horizon, B * D)
+        d_delta = tape.grads * (-(q / B).t()).unsqueeze(-1)
+        bptt.backward(net, step_weights, tape, d_delta.reshape(horizon, B * D), d_increment)
+    else:
+        nll, logits, _ = unroll(net, problem, state, horizon, trajectory_gradient)
+        loss = halting.act_loss(nll, logits, log_p)
+        loss.backward()
     _check_finite(loss.detach(), net, where)
     optimizer.step()
     return BatchResult(loss.item(), nll.detach().mean().item(), horizon, 1)

@@ -1,0 +1,205 @@
+"""Back-propagation through time by hand, for the ``detached`` gradient path (the training hot loop).
+
+With ``trajectory_gradient: detached`` the loss of step t depends on the network only through that
+step's update ``delta_t`` (and the halting logits): ``dL/d delta_t = -dL/dNLL_t * grad_t``, where
+``grad_t`` is the closed-form optimizee gradient at ``theta_t`` that the forward pass computes anyway
+as the next step's input. So the whole window can run forward without autograd, recording what the
+backward pass needs into preallocated buffers, and run backward through time with one matrix product
+per cell and step; the weight gradients of all steps are then one matrix product per weight. Autograd
+only carries these gradients from the effective step weights (:meth:`LSTMOptimizer.step_weights`) back
+to the parameters. ``tests/test_reference.py`` checks the result against plain autograd.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .networks import LSTMOptimizer
+from .problem import StudentTRegression
+from .rollout import RolloutState, features
+
+
+@dataclass
+class Tape:
+    """What the backward pass needs of a forward window of ``n`` steps (R rows, H hidden units).
+
+    Feature-major layout, so that every gate is one contiguous block: per layer l, ``inputs[l]``
+    (n, in_l, R), ``h[l]`` and ``c[l]`` (n+1, H, R) with index 0 the state before the window,
+    ``gates[l]`` (n, 4H, R) activations [sigmoid(i, f, o), tanh(g)], ``tanh_c[l]`` (n, H, R).
+    ``grads`` (n, B, D): the optimizee gradient after each step.
+    """
+
+    inputs: list[torch.Tensor]
+    h: list[torch.Tensor]
+    c: list[torch.Tensor]
+    gates: list[torch.Tensor]
+    tanh_c: list[torch.Tensor]
+    grads: torch.Tensor
+
+
+class _Buffers:
+    """Tape buffers kept between windows: allocating (and first touching) tens of megabytes per
+    window costs more than the window's arithmetic. One set per shape; grown when a longer window
+    (a larger stochastic horizon) comes."""
+
+    def __init__(self):
+        self.key = None
+        self.capacity = 0
+        self.tensors: dict = {}
+
+    def get(self, n: int, L: int, H: int, R: int, x_dim: int, device) -> dict:
+        key = (L, H, R, x_dim, str(device))
+        if key != self.key or n > self.capacity:
+            cap = max(n, self.capacity if key == self.key else 0)
+            self.tensors = {}  # free the old set first
+            self.tensors = {
+                "h": [torch.empty(cap + 1, H, R, device=device) for _ in range(L)],
+                "c": [torch.empty(cap + 1, H, R, device=device) for _ in range(L)],
+                "gates": [torch.empty(cap, 4 * H, R, device=device) for _ in range(L)],
+                "d_gates": [torch.empty(cap, 4 * H, R, device=device) for _ in range(L)],
+                "tanh_c": [torch.empty(cap, H, R, device=device) for _ in range(L)],
+                "x": torch.empty(cap, x_dim, R, device=device),
+                "d_ext": [torch.empty(cap, H, R, device=device) for _ in range(L)],
+            }
+            self.key, self.capacity = key, cap
+        return self.tensors
+
+
+_BUFFERS = _Buffers()
+
+
+def _tanh_(x: torch.Tensor) -> torch.Tensor:
+    """In place ``tanh(x) = 2 sigmoid(2x) - 1`` (sigmoid is the cheaper kernel on CPUs)."""
+    return x.mul_(2.0).sigmoid_().mul_(2.0).sub_(1.0)
+
+
+@torch.no_grad()
+def forward(
+    net: LSTMOptimizer, weights: tuple, problem: StudentTRegression, s: RolloutState, steps: int
+) -> tuple[Tape, torch.Tensor, torch.Tensor | None, RolloutState]:
+    """Run ``steps`` steps without autograd, recording a :class:`Tape`.
+
+    The tape lives in buffers reused by the next call: run :func:`backward` before the next forward.
+
+    Returns the tape, the NLL (B, steps), the halting logits (B, steps) or None, and the new state
+    (LSTM state in the usual (R, H) layout).
+    """
+    cells, w_update, w_halting = weights
+    B, D = s.theta.shape
+    R, H, n = B * D, net.hidden_size, steps
+    dev = s.theta.device
+    x_dim = 1 if net.inputs == "grad" else 2
+    L = len(cells)
+    buf = _BUFFERS.get(n, L, H, R, x_dim, dev)
+    h = [b[: n + 1] for b in buf["h"]]
+    c = [b[: n + 1] for b in buf["c"]]
+    gates = [b[:n] for b in buf["gates"]]
+    tanh_c = [b[:n] for b in buf["tanh_c"]]
+    inputs = [buf["x"][:n]] + [h[k - 1][1:] for k in range(1, L)]
+    grads = torch.empty(n, B, D, device=dev)
+    for k in range(L):
+        h[k][0] = s.lstm[2 * k].t()
+        c[k][0] = s.lstm[2 * k + 1].t()
+    # feature-major weights: (4H, in), (4H, 1) bias, (4H, H); heads as rows (1, H)
+    fm = [(w_in.t(), bias.unsqueeze(1), w_hh.t()) for w_in, bias, w_hh in cells]
+    u_row = w_update.detach().t()
+    nll = torch.empty(B, n, device=dev)
+    logits = torch.empty(B, n, device=dev) if w_halting is not None else None
+    theta, grad, logit = s.theta.detach(), s.grad, s.logit
+    for t in range(n):
+        inputs[0][t] = features(net, RolloutState(theta, grad, [])).t()
+        for k, (w_in, bias, w_hh) in enumerate(fm):
+            g = gates[k][t]
+            torch.addmm(bias, w_in, inputs[k][t], out=g)
+            g.addmm_(w_hh, h[k][t])
+            _tanh_(g[3 * H :])
+            g[: 3 * H].sigmoid_()
+            c_new = c[k][t + 1]
+            torch.mul(g[H : 2 * H], c[k][t], out=c_new)
+            c_new.addcmul_(g[:H], g[3 * H :])
+            tc = tanh_c[k][t]
+            tc.copy_(c_new)
+            _tanh_(tc)
+            torch.mul(g[2 * H : 3 * H], tc, out=h[k][t + 1])
+        top = h[L - 1][t + 1]
+        theta = theta - (u_row @ top).view(B, D)
+        r = problem.residual(theta)
+        nll[:, t] = problem.nll_from_residual(r)
+        grad = problem.grad_from_residual(r)
+        grads[t] = grad
+        if logits is not None:
+            inc = (w_halting[0].t() @ top).view(B, D).mean(1) + w_halting[1]
+            logit = logit + inc
+            logits[:, t] = logit
+    lstm = []
+    for k in range(L):
+        lstm += [h[k][n].t().contiguous(), c[k][n].t().contiguous()]
+    tape = Tape(inputs, h, c, gates, tanh_c, grads)
+    return tape, nll, logits, RolloutState(theta, grad, lstm, logit)
+
+
+def backward(
+    net: LSTMOptimizer,
+    weights: tuple,
+    tape: Tape,
+    d_delta: torch.Tensor,
+    d_increment: torch.Tensor | None = None,
+) -> None:
+    """Accumulate parameter gradients (``.grad``) from the loss gradients of one window.
+
+    Args:
+        d_delta: (n, R) gradient of the loss with respect to each step's updates.
+        d_increment: (n, R) gradient with respect to each step's per-row halting increments.
+    """
+    cells, w_update, w_halting = weights
+    L = len(cells)
+    n, H = tape.gates[0].shape[0], net.hidden_size
+    R = tape.gates[0].shape[2]
+    top = tape.h[L - 1][1:]  # (n, H, R)
+    with torch.no_grad():
+        # dL/dh of the top layer from the heads, all steps at once: (n, H, R)
+        d_ext = [None] * L
+        d_ext[L - 1] = w_update.detach().view(1, H, 1) * d_delta.unsqueeze(1)
+        if d_increment is not None:
+            d_ext[L - 1].addcmul_(w_halting[0].detach().view(1, H, 1), d_increment.unsqueeze(1))
+        buf = _BUFFERS.get(n, L, H, R, tape.inputs[0].shape[1], d_delta.device)
+        d_gates = [b[:n] for b in buf["d_gates"]]
+        for k in range(L - 1, -1, -1):
+            w_in, _, w_hh = (w.detach() for w in cells[k])  # (in, 4H), (4H,), (H, 4H)
+            dh_rec = torch.zeros(H, R, device=d_delta.device)
+            dc_rec = torch.zeros(H, R, device=d_delta.device)
+            if k > 0:
+                d_ext[k - 1] = buf["d_ext"][k - 1][:n]
+            for t in range(n - 1, -1, -1):
+                s = tape.gates[k][t]
+                i, f, o, g = s[:H], s[H : 2 * H], s[2 * H : 3 * H], s[3 * H :]
+                tc = tape.tanh_c[k][t]
+                dh = d_ext[k][t] + dh_rec
+                dc = torch.addcmul(dc_rec, dh * o, 1.0 - tc * tc)
+                dg = d_gates[k][t]
+                torch.mul(dc * g, i - i * i, out=dg[:H])
+                torch.mul(dc * tape.c[k][t], f - f * f, out=dg[H : 2 * H])
+                torch.mul(dh * tc, o - o * o, out=dg[2 * H : 3 * H])
+                torch.mul(dc * i, 1.0 - g * g, out=dg[3 * H :])
+                dc_rec = dc.mul_(f)
+                dh_rec = w_hh @ dg
+                if k > 0:
+                    torch.mm(w_in, dg, out=d_ext[k - 1][t])
+        grads = []
+        tensors = []
+        for k, (w_in, bias, w_hh) in enumerate(cells):
+            dg_t = d_gates[k].transpose(1, 2)  # (n, R, 4H)
+            grads += [
+                torch.bmm(tape.inputs[k], dg_t).sum(0),
+                d_gates[k].sum((0, 2)),
+                torch.bmm(tape.h[k][:n], dg_t).sum(0),
+            ]
+            tensors += [w_in, bias, w_hh]
+        grads.append(torch.bmm(top, d_delta.unsqueeze(-1)).sum(0))  # (H, 1)
+        tensors.append(w_update)
+        if d_increment is not None:
+            grads += [torch.bmm(top, d_increment.unsqueeze(-1)).sum(0), d_increment.sum().view(1)]
+            tensors += [w_halting[0], w_halting[1]]
+    torch.autograd.backward(tensors, grads)
