@@ -6,6 +6,7 @@ logic here rather than in ``workflow/scripts`` lets tests reach it without Snake
 
 from __future__ import annotations
 
+import glob
 import logging
 import shutil
 import sys
@@ -20,10 +21,13 @@ from . import problem as P
 from .evaluation import curve_summary, evaluate, select_best, selection_value
 from .settings import ModelSpec, TrainingSettings, model_specs
 from .storage import (
+    VALIDATION_COLUMNS,
     DataError,
+    epoch_of,
     read_function_set,
     read_json,
     read_table,
+    read_test_result,
     write_function_set,
     write_json,
     write_table,
@@ -64,11 +68,6 @@ def _spec(config: dict, model: str) -> tuple[ModelSpec, TrainingSettings]:
     if model not in specs:
         raise ValueError(f"models.{model}: no such model in the config")
     return specs[model], TrainingSettings.from_config(config)
-
-
-def epoch_of(path) -> int:
-    """The epoch of ``.../epoch_{epoch}.pt`` or ``.../epoch_{epoch}.parquet``."""
-    return int(Path(path).stem.split("_")[-1])
 
 
 def run_metadata(config: dict, model: str | None = None) -> dict:
@@ -165,9 +164,6 @@ def validate_checkpoint(config: dict, model: str, checkpoint, functions_path, ou
              summary["nll_mean"][0], summary["nll_mean"][-1])
 
 
-VALIDATION_COLUMNS = {"step": None, "nll_mean": None, "nll_std": None}
-
-
 def choose_best(config: dict, model: str, validation_files: list, out) -> None:
     """``results/models/{model}/best.json``: the best evaluated checkpoint by the configured metric."""
     _, settings = _spec(config, model)
@@ -222,21 +218,6 @@ def test_model(config: dict, model: str, best_json, checkpoints: list, functions
 SUMMARY_STEPS = (0, 1, 5, 10, 20, 50, 100)
 
 
-def read_test_result(path) -> dict[str, np.ndarray]:
-    """A ``results/test/{model}.parquet`` as numpy arrays (``nll`` (N, S+1), act columns if present)."""
-    table, meta = read_table(path, {"function_id": None, "nll": None})
-    from .storage import list_column
-
-    out = {"function_id": table.column("function_id").to_numpy(), "nll": list_column(table, "nll")}
-    if "q" in table.column_names:
-        out["q"] = list_column(table, "q")
-        for k in ("mode_step", "stop_step", "online_stop_step", "nll_distance"):
-            if k not in table.column_names:
-                raise DataError(f"{path}: missing column {k!r}")
-            out[k] = table.column(k).to_numpy()
-    return out
-
-
 def summary_table(models: list[str], test_files: list, best_files: list) -> pd.DataFrame:
     """One row per model: best epoch, mean test NLL at :data:`SUMMARY_STEPS` and, for act models,
     the mean mode, stopping and online stopping steps."""
@@ -260,11 +241,40 @@ def write_summary(config: dict, models: list[str], test_files, best_files, out) 
 
 
 # ---------------------------------------------------------------------------------------- figures
+# (plotting is imported inside these functions: figure libraries stay out of the other jobs)
+
+
+def load_model_results(model: str, root: str | Path = "results"):
+    """Read a model's test results, training log, validation curves and best epoch."""
+    from .plotting import ModelResults
+
+    root = Path(root)
+    test = read_test_result(root / "test" / f"{model}.parquet")
+    log_table, _ = read_table(root / "models" / model / "train_log.parquet",
+                              {"epoch": None, "nll_mean": None})
+    val_epochs, val_nll = [], []
+    for path in sorted(glob.glob(str(root / "validation" / model / "epoch_*.parquet")), key=epoch_of):
+        table, _ = read_table(path, VALIDATION_COLUMNS)
+        val_epochs.append(epoch_of(path))
+        val_nll.append(selection_value(table.column("nll_mean").to_numpy(), "mean_nll"))
+    best = read_json(root / "models" / model / "best.json", required=("epoch",))
+    return ModelResults(
+        name=model,
+        nll=test["nll"],
+        q=test.get("q"),
+        mode_step=test.get("mode_step"),
+        stop_step=test.get("stop_step"),
+        online_stop_step=test.get("online_stop_step"),
+        nll_distance=test.get("nll_distance"),
+        train_epochs=log_table.column("epoch").to_numpy(),
+        train_nll=log_table.column("nll_mean").to_numpy(),
+        val_epochs=np.array(val_epochs),
+        val_nll=np.array(val_nll),
+        best_epoch=int(best["epoch"]),
+    )
 
 
 def _results(models: list[str], root):
-    from .plotting import load_model_results
-
     return {m: load_model_results(m, root) for m in dict.fromkeys(models)}
 
 

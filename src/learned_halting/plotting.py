@@ -1,14 +1,13 @@
 """The study's figures (SPEC section 7). Every function returns a matplotlib Figure; callers save it.
 
 Inputs are :class:`ModelResults`, loaded from the workflow's result files by
-:func:`load_model_results` (or built directly in tests). Each model keeps one colour and line style in
-every figure (:func:`model_styles`), from seaborn's colour-blind-safe palette.
+:func:`pipeline.load_model_results` (or built directly in tests). Each model keeps one colour and line
+style in every figure (:func:`model_styles`), from seaborn's colour-blind-safe palette.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import matplotlib
 
@@ -219,40 +218,6 @@ def halting_figure(r: ModelResults, threshold: float = 0.9, title: str = "") -> 
         ax.grid(alpha=0.3, axis="y")
     fig.suptitle(title or f"{r.name}: halting on {len(r.nll)} test functions")
     return fig
-
-
-def load_model_results(model: str, root: str | Path = "results") -> ModelResults:
-    """Read a model's test results, training log, validation curves and best epoch."""
-    import glob
-
-    from .evaluation import selection_value
-    from .pipeline import VALIDATION_COLUMNS, epoch_of, read_test_result
-    from .storage import read_json, read_table
-
-    root = Path(root)
-    test = read_test_result(root / "test" / f"{model}.parquet")
-    log_table, _ = read_table(root / "models" / model / "train_log.parquet",
-                              {"epoch": None, "nll_mean": None})
-    val_epochs, val_nll = [], []
-    for path in sorted(glob.glob(str(root / "validation" / model / "epoch_*.parquet")), key=epoch_of):
-        table, _ = read_table(path, VALIDATION_COLUMNS)
-        val_epochs.append(epoch_of(path))
-        val_nll.append(selection_value(table.column("nll_mean").to_numpy(), "mean_nll"))
-    best = read_json(root / "models" / model / "best.json", required=("epoch",))
-    return ModelResults(
-        name=model,
-        nll=test["nll"],
-        q=test.get("q"),
-        mode_step=test.get("mode_step"),
-        stop_step=test.get("stop_step"),
-        online_stop_step=test.get("online_stop_step"),
-        nll_distance=test.get("nll_distance"),
-        train_epochs=log_table.column("epoch").to_numpy(),
-        train_nll=log_table.column("nll_mean").to_numpy(),
-        val_epochs=np.array(val_epochs),
-        val_nll=np.array(val_nll),
-        best_epoch=int(best["epoch"]),
-    )
 
 
 def save_figure(fig: Figure, path) -> None:

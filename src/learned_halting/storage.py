@@ -143,6 +143,27 @@ def list_column(table: pa.Table, name: str) -> np.ndarray:
     return np.array(flat.reshape(table.num_rows, -1), dtype=np.float32)
 
 
+def epoch_of(path) -> int:
+    """The epoch of ``.../epoch_{epoch}.pt`` or ``.../epoch_{epoch}.parquet``."""
+    return int(Path(path).stem.split("_")[-1])
+
+
+VALIDATION_COLUMNS = {"step": None, "nll_mean": None, "nll_std": None}
+
+
+def read_test_result(path) -> dict[str, np.ndarray]:
+    """A ``results/test/{model}.parquet`` as numpy arrays (``nll`` (N, S+1), act columns if present)."""
+    table, _ = read_table(path, {"function_id": None, "nll": None})
+    out = {"function_id": table.column("function_id").to_numpy(), "nll": list_column(table, "nll")}
+    if "q" in table.column_names:
+        out["q"] = list_column(table, "q")
+        for k in ("mode_step", "stop_step", "online_stop_step", "nll_distance"):
+            if k not in table.column_names:
+                raise DataError(f"{path}: missing column {k!r}")
+            out[k] = table.column(k).to_numpy()
+    return out
+
+
 FUNCTION_SET_COLUMNS = {"function_id": None, "W": 100, "theta_true": 10, "theta_init": 10, "y": 10}
 
 
