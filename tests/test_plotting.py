@@ -101,6 +101,17 @@ def test_halting_figure():
     assert_real_png(fig)
 
 
+def test_trajectory_gradient_figure():
+    pairs = [(synthetic("metaV1", seed=1), synthetic("metaV1_full", seed=2)),
+             (synthetic("actV2", True, seed=3), synthetic("actV2_full", True, seed=4))]
+    fig = plotting.trajectory_gradient_figure(pairs)
+    assert len(fig.axes) == 4
+    act_legend = [t.get_text() for t in fig.axes[3].get_legend().get_texts()]
+    assert len(act_legend) == 2 and all("mean stopping step" in t for t in act_legend)
+    assert fig.axes[2].get_xlim() == (0, 10)
+    assert_real_png(fig)
+
+
 def test_save_figure_writes_a_png(tmp_path):
     path = tmp_path / "f.png"
     plotting.save_figure(plotting.halting_figure(synthetic("x", True)), path)

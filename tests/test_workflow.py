@@ -115,7 +115,7 @@ def test_every_figure_is_a_real_png(tiny_run):
     figures = sorted((tiny_run / "results/figures").glob("*.png"))
     names = {f.stem for f in figures}
     expected = set(base_config()["figures"]["comparisons"]) | {
-        "learning_curves_meta", "qt_distributions"} | {f"halting_{m}" for m in ACT}
+        "learning_curves_meta", "qt_distributions", "trajectory_gradient"} | {f"halting_{m}" for m in ACT}
     assert names == expected
     for f in figures:
         img = Image.open(f)

@@ -57,6 +57,8 @@ def check_cross_fields(config: dict, specs: dict[str, ModelSpec]) -> None:
             for m in fig.get("learning_curves", [])
         ]
     named += [("figures.learning_curves_meta", m) for m in figures.get("learning_curves_meta", [])]
+    for pair in figures.get("trajectory_gradient", {}).get("pairs", []):
+        named += [("figures.trajectory_gradient.pairs", m) for m in pair]
     qt = figures.get("qt_distributions", {})
     for label, row in qt.get("rows", {}).items():
         key = f"figures.qt_distributions.rows.{label}"

@@ -320,3 +320,14 @@ def render_halting(config: dict, model: str, out, root="results") -> None:
     if not res.is_act:
         raise ValueError(f"models.{model}: halting figures need an act model")
     save_figure(halting_figure(res, threshold=config["halting"]["threshold"]), out)
+
+
+def render_trajectory_gradient(config: dict, out, root="results") -> None:
+    """``results/figures/trajectory_gradient.png``: each pair of ``figures.trajectory_gradient``."""
+    from .plotting import model_styles, save_figure, trajectory_gradient_figure
+
+    fig_cfg = config["figures"]["trajectory_gradient"]
+    res = _results([m for pair in fig_cfg["pairs"] for m in pair], root)
+    pairs = [tuple(res[m] for m in pair) for pair in fig_cfg["pairs"]]
+    styles = model_styles(list(config["models"]))
+    save_figure(trajectory_gradient_figure(pairs, styles, fig_cfg.get("title", "")), out)

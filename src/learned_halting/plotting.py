@@ -220,6 +220,54 @@ def halting_figure(r: ModelResults, threshold: float = 0.9, title: str = "") -> 
     return fig
 
 
+def trajectory_gradient_figure(
+    pairs: list[tuple[ModelResults, ModelResults]], styles: dict | None = None, title: str = ""
+) -> Figure:
+    """Each model against its twin trained with the other gradient path, one column per pair.
+
+    Top: mean test NLL over all steps. Bottom: for act pairs the mean q(t|x) of both models (their
+    mean stopping steps in the legend), for meta pairs a zoom on steps 0-10.
+    """
+    n = len(pairs)
+    fig, axes = plt.subplots(2, n, figsize=(6 * n, 8), dpi=DPI, layout="constrained", squeeze=False)
+    for j, pair in enumerate(pairs):
+        top, bottom = axes[0, j], axes[1, j]
+        last = min(r.nll.shape[1] for r in pair) - 1
+        for i, r in enumerate(pair):
+            st = _style(styles, r.name, i)
+            mean = r.nll.astype(np.float64).mean(0)
+            top.plot(np.arange(last + 1), mean[: last + 1], label=r.label, **st)
+            if not r.is_act:
+                bottom.plot(np.arange(11), mean[:11], marker="o", markersize=3, label=r.label, **st)
+        for ax, zoom in ((top, last), (bottom, 10)):
+            ax.set_xlabel("optimisation step")
+            ax.set_ylabel("mean test NLL")
+            ax.set_xlim(0, zoom)
+            ax.grid(alpha=0.3)
+        _floor(top)
+        top.set_title(" vs ".join(r.name for r in pair), fontsize=10)
+        top.legend(fontsize=8)
+        if all(r.is_act for r in pair):
+            bottom.cla()
+            for i, r in enumerate(pair):
+                q = r.q.astype(np.float64).mean(0)
+                t = np.arange(1, len(q) + 1)
+                st = _style(styles, r.name, i)
+                bottom.bar(t, q, width=1.0, alpha=0.45, color=st["color"], linewidth=0,
+                           label=f"{r.name} (mean stopping step {r.stop_step.mean():.1f})")
+            bottom.set_xlabel("step t")
+            bottom.set_ylabel("mean q(t|x)")
+            bottom.set_title("halting distribution q(t|x) (mean over test functions)", fontsize=10)
+            bottom.grid(alpha=0.3, axis="y")
+            bottom.legend(fontsize=7)
+        else:
+            _floor(bottom)
+            bottom.set_title("steps 0-10", fontsize=10)
+            bottom.legend(fontsize=8)
+    fig.suptitle(title or "Gradient path through the optimizee: detached (the original) against full")
+    return fig
+
+
 def save_figure(fig: Figure, path) -> None:
     """Save a PNG atomically at the study's resolution and close the figure."""
     from .storage import atomic_path

@@ -96,12 +96,23 @@ def qt_inputs(wildcards):
     return model_results(qt_models())
 
 
+def trajectory_gradient_models():
+    pairs = config["figures"].get("trajectory_gradient", {}).get("pairs", [])
+    return list(dict.fromkeys(m for pair in pairs for m in pair))
+
+
+def trajectory_gradient_inputs(wildcards):
+    return model_results(trajectory_gradient_models())
+
+
 def figure_names():
     names = [f"results/figures/{c}.png" for c in COMPARISONS]
     if config["figures"].get("learning_curves_meta"):
         names.append("results/figures/learning_curves_meta.png")
     if qt_models():
         names.append("results/figures/qt_distributions.png")
+    if trajectory_gradient_models():
+        names.append("results/figures/trajectory_gradient.png")
     if config["figures"].get("halting", True):
         names += [f"results/figures/halting_{m}.png" for m in ACT_MODELS]
     return names

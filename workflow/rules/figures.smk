@@ -69,6 +69,29 @@ rule qt_distributions_figure:
         "../scripts/figure_qt_distributions.py"
 
 
+rule trajectory_gradient_figure:
+    input:
+        trajectory_gradient_inputs,
+    output:
+        report(
+            "results/figures/trajectory_gradient.png",
+            caption="../report/trajectory_gradient.rst",
+            category="Figures",
+            subcategory="Gradient path",
+            labels={"figure": "trajectory_gradient"},
+        ),
+    log:
+        "logs/figures/trajectory_gradient.log",
+    conda:
+        "../../envs/study.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/figure_trajectory_gradient.py"
+
+
 rule halting_figure:
     input:
         test="results/test/{act_model}.parquet",
