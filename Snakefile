@@ -15,6 +15,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/training.smk"
 include: "workflow/rules/evaluation.smk"
+include: "workflow/rules/baselines.smk"
 include: "workflow/rules/tables.smk"
 include: "workflow/rules/figures.smk"
 

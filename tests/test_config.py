@@ -46,7 +46,9 @@ CASES = [
     ("models/bad", {"kind": "meta", "weights": "geometric", "horizon": 100, "lr": 1e-3},
      "models.bad: 'nu' is a required property"),
     ("models/metaV1/horizon", {"shape": 0.9}, "models.metaV1"),
+    ("baselines/names", ["adamw"], "baselines.names.0: 'adamw' is not one of"),
     # cross-field rules
+    ("baselines/lr_min", 10.0, "baselines.lr_min: must not exceed baselines.lr_max"),
     ("training/eval_every", 7, "training.eval_every: must divide training.epochs (100), got 7"),
     ("training/functions_per_epoch", 100,
      "training.functions_per_epoch: must be >= training.batch_size (125)"),

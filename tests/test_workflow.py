@@ -32,6 +32,7 @@ def tiny_run(tmp_path_factory):
 
 MODELS = list(base_config()["models"])
 ACT = [m for m, e in base_config()["models"].items() if e["kind"] == "act"]
+BASELINES = base_config()["baselines"]["names"]
 
 
 def test_every_output_exists(tiny_run):
@@ -101,7 +102,9 @@ def test_test_results_columns_and_step_zero(tiny_run):
 
 def test_summary_table(tiny_run):
     df = pd.read_csv(tiny_run / "results/tables/summary.csv")
-    assert list(df.model) == MODELS
+    assert list(df.model) == MODELS + BASELINES
+    assert df.loc[df.model.isin(BASELINES), "best_lr"].notna().all()
+    assert df.loc[df.model.isin(MODELS), "best_epoch"].notna().all()
     for s in (0, 1, 5, 10, 20, 50, 100):
         assert df[f"nll_step{s}"].notna().all()
     assert df.loc[df.model.isin(ACT), "stop_step_mean"].notna().all()
@@ -122,6 +125,16 @@ def test_every_figure_is_a_real_png(tiny_run):
         assert img.format == "PNG" and img.width >= 600 and img.height >= 400
         pixels = np.asarray(img.convert("L"), dtype=np.float64)
         assert pixels.std() > 5  # not blank
+
+
+def test_baselines_are_tuned_on_validation_and_run_on_test(tiny_run):
+    for b in BASELINES:
+        search = pd.read_parquet(tiny_run / f"results/baselines/{b}/lr_search.parquet")
+        assert len(search) == 13
+        best = json.loads((tiny_run / f"results/baselines/{b}/best.json").read_text())
+        assert best["value"] == pytest.approx(search.value[np.isfinite(search.value)].min())
+        test = pd.read_parquet(tiny_run / f"results/test/{b}.parquet")
+        assert np.stack(test.nll.to_numpy()).shape == (120, 101)
 
 
 def test_one_figure_schedules_only_its_dependencies(tmp_path):

@@ -46,12 +46,13 @@ SMALL_MODELS = ["metaV1", "actV2_nu0.9_T100"]
 
 
 def small_config() -> dict:
-    """The tiny config with two models (one meta, one act) and figures of those only."""
+    """The tiny config with two models (one meta, one act), one baseline, and figures of those."""
     cfg = copy.deepcopy(base_config())
     tiny = yaml.safe_load((REPO / "tests" / "configs" / "tiny.yaml").read_text())
     cfg["data"] = tiny["data"]
     cfg["training"].update(tiny["training"])
     cfg["models"] = {m: cfg["models"][m] for m in SMALL_MODELS}
+    cfg["baselines"]["names"] = ["adam"]
     cfg["figures"] = {
         "comparisons": {
             "actV2_nu0.9": {"models": SMALL_MODELS, "zooms": [10, 100], "learning_curves": SMALL_MODELS[1:]}

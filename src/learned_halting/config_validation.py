@@ -70,6 +70,13 @@ def check_cross_fields(config: dict, specs: dict[str, ModelSpec]) -> None:
             named.append((key, m))
             if m in specs and specs[m].kind != "act":
                 raise ConfigError(f"{key}: {m} is not an act model")
+    baselines = config.get("baselines", {})
+    names = baselines.get("names", [])
+    for name in names:
+        if name in specs:
+            raise ConfigError(f"baselines.names: {name!r} is also the name of a model")
+    if baselines.get("lr_min", 1e-4) > baselines.get("lr_max", 1.0):
+        raise ConfigError("baselines.lr_min: must not exceed baselines.lr_max")
     for key, model in named:
-        if model not in specs:
+        if model not in specs and model not in names:
             raise ConfigError(f"{key}: unknown model {model!r}")

@@ -213,20 +213,68 @@ def test_model(config: dict, model: str, best_json, checkpoints: list, functions
              result["nll"][:, 0].mean(), result["nll"][:, -1].mean())
 
 
+# ------------------------------------------------------------------------------------- baselines
+
+
+def search_baseline_lr(config: dict, name: str, functions_path, out_search, out_best) -> None:
+    """``results/baselines/{name}/lr_search.parquet`` (``lr``, ``value``: the validation metric) and
+    ``best.json`` (``{"lr", "metric", "value"}``): the best learning rate of the grid on the
+    validation set, by the metric the learned models are selected with; non-finite values never win."""
+    from .baselines import lr_grid, run_baseline
+
+    tr, bl = config["training"], config["baselines"]
+    metric = tr.get("selection_metric", "final_nll")
+    _, functions, _ = read_function_set(functions_path)
+    grid = lr_grid(bl.get("lr_min", 1e-4), bl.get("lr_max", 1.0), bl.get("lr_points", 13))
+    values = {}
+    with np.errstate(all="ignore"):
+        for lr in grid:
+            nll = run_baseline(name, lr, functions, tr.get("eval_steps", 100), device="cpu")
+            values[float(lr)] = selection_value(nll.astype(np.float64).mean(0), metric)
+            log.info("%s lr %.3g: %s %.4f", name, lr, metric, values[float(lr)])
+    finite = {lr: v for lr, v in values.items() if np.isfinite(v)}
+    if not finite:
+        raise ValueError(f"baselines.{name}: no learning rate of the grid gives a finite {metric}")
+    best = min(finite, key=finite.get)
+    write_table(out_search, {"lr": np.array(list(values)), "value": np.array(list(values.values()))},
+                {"baseline": name, "metric": metric, **run_metadata(config)})
+    write_json(out_best, {"lr": best, "metric": metric, "value": finite[best]})
+    log.info("%s: best lr %.3g (%s = %.4f)", name, best, metric, finite[best])
+
+
+def test_baseline(config: dict, name: str, best_json, functions_path, out) -> None:
+    """``results/test/{name}.parquet``: the baseline with its chosen learning rate on the test set."""
+    from .baselines import run_baseline
+
+    best = read_json(best_json, required=("lr",))
+    ids, functions, _ = read_function_set(functions_path)
+    nll = run_baseline(name, best["lr"], functions, config["training"].get("eval_steps", 100))
+    write_table(out, {"function_id": pa.array(ids.astype(np.int64)), "nll": nll},
+                {"baseline": name, "lr": best["lr"], **run_metadata(config)})
+    log.info("%s (lr %.3g) test NLL at step 0/final: %.3f / %.3f", name, best["lr"],
+             nll[:, 0].mean(), nll[:, -1].mean())
+
+
 # ----------------------------------------------------------------------------------------- tables
 
 SUMMARY_STEPS = (0, 1, 5, 10, 20, 50, 100)
 
 
 def summary_table(models: list[str], test_files: list, best_files: list) -> pd.DataFrame:
-    """One row per model: best epoch, mean test NLL at :data:`SUMMARY_STEPS` and, for act models,
-    the mean mode, stopping and online stopping steps."""
+    """One row per model or baseline: best epoch (learned) or learning rate (baselines), mean test NLL
+    at :data:`SUMMARY_STEPS` and, for act models, the mean mode, stopping and online stopping steps."""
     rows = []
     for model, test_path, best_path in zip(models, test_files, best_files, strict=True):
         res = read_test_result(test_path)
-        best = read_json(best_path, required=("epoch",))
+        best = read_json(best_path)
+        if "epoch" not in best and "lr" not in best:
+            raise DataError(f"{best_path}: holds neither 'epoch' nor 'lr'")
         mean = res["nll"].astype(np.float64).mean(0)
-        row = {"model": model, "best_epoch": int(best["epoch"])}
+        row = {
+            "model": model,
+            "best_epoch": int(best["epoch"]) if "epoch" in best else np.nan,
+            "best_lr": float(best["lr"]) if "lr" in best else np.nan,
+        }
         for s in SUMMARY_STEPS:
             row[f"nll_step{s}"] = float(mean[s]) if s < len(mean) else np.nan
         for k in ("mode_step", "stop_step", "online_stop_step"):
@@ -250,6 +298,9 @@ def load_model_results(model: str, root: str | Path = "results"):
 
     root = Path(root)
     test = read_test_result(root / "test" / f"{model}.parquet")
+    if (root / "baselines" / model / "best.json").exists() and not (root / "models" / model).exists():
+        best = read_json(root / "baselines" / model / "best.json", required=("lr",))
+        return ModelResults(name=model, nll=test["nll"], note=f"lr {best['lr']:.2g}")
     log_table, _ = read_table(root / "models" / model / "train_log.parquet",
                               {"epoch": None, "nll_mean": None})
     val_epochs, val_nll = [], []
@@ -274,13 +325,20 @@ def load_model_results(model: str, root: str | Path = "results"):
     )
 
 
+def _styles(config: dict) -> dict:
+    """One colour and line style per model and baseline, the same in every figure."""
+    from .plotting import model_styles
+
+    return model_styles(list(config["models"]) + list(config.get("baselines", {}).get("names", [])))
+
+
 def _results(models: list[str], root):
     return {m: load_model_results(m, root) for m in dict.fromkeys(models)}
 
 
 def render_comparison(config: dict, name: str, out, root="results") -> None:
     """``results/figures/{name}.png`` for an entry of ``figures.comparisons``."""
-    from .plotting import comparison_figure, model_styles, save_figure
+    from .plotting import comparison_figure, save_figure
 
     fig_cfg = config["figures"]["comparisons"][name]
     curves = fig_cfg.get("learning_curves", [])
@@ -290,17 +348,17 @@ def render_comparison(config: dict, name: str, out, root="results") -> None:
         fig_cfg.get("zooms", [10, 100]),
         title=fig_cfg.get("title", name),
         learning_curves=[res[m] for m in curves],
-        styles=model_styles(list(config["models"])),
+        styles=_styles(config),
     )
     save_figure(fig, out)
 
 
 def render_learning_curves(config: dict, out, root="results") -> None:
-    from .plotting import learning_curves_figure, model_styles, save_figure
+    from .plotting import learning_curves_figure, save_figure
 
     models = config["figures"]["learning_curves_meta"]
     res = _results(models, root)
-    fig = learning_curves_figure([res[m] for m in models], model_styles(list(config["models"])))
+    fig = learning_curves_figure([res[m] for m in models], _styles(config))
     save_figure(fig, out)
 
 
@@ -324,10 +382,9 @@ def render_halting(config: dict, model: str, out, root="results") -> None:
 
 def render_trajectory_gradient(config: dict, out, root="results") -> None:
     """``results/figures/trajectory_gradient.png``: each pair of ``figures.trajectory_gradient``."""
-    from .plotting import model_styles, save_figure, trajectory_gradient_figure
+    from .plotting import save_figure, trajectory_gradient_figure
 
     fig_cfg = config["figures"]["trajectory_gradient"]
     res = _results([m for pair in fig_cfg["pairs"] for m in pair], root)
     pairs = [tuple(res[m] for m in pair) for pair in fig_cfg["pairs"]]
-    styles = model_styles(list(config["models"]))
-    save_figure(trajectory_gradient_figure(pairs, styles, fig_cfg.get("title", "")), out)
+    save_figure(trajectory_gradient_figure(pairs, _styles(config), fig_cfg.get("title", "")), out)

@@ -45,6 +45,7 @@ class ModelResults:
     val_epochs: np.ndarray = field(default_factory=lambda: np.zeros(0))
     val_nll: np.ndarray = field(default_factory=lambda: np.zeros(0))
     best_epoch: int | None = None
+    note: str = ""  # shown in the legend, e.g. a baseline's learning rate
 
     @property
     def is_act(self) -> bool:
@@ -54,6 +55,8 @@ class ModelResults:
     def label(self) -> str:
         if self.online_stop_step is not None:
             return f"{self.name} (stop={self.online_stop_step.mean():.0f})"
+        if self.note:
+            return f"{self.name} ({self.note})"
         return self.name
 
 

@@ -21,6 +21,7 @@ except ConfigError as e:
     raise WorkflowError(str(e)) from None
 MODELS = list(SPECS)
 ACT_MODELS = [m for m, s in SPECS.items() if s.kind == "act"]
+BASELINES = config["baselines"]["names"]
 EVAL_EPOCHS = SETTINGS.eval_epochs
 COMPARISONS = config["figures"].get("comparisons", {})
 
@@ -36,6 +37,7 @@ wildcard_constraints:
     epoch=r"\d+",
     split="validation|test",
     comparison=alternation(COMPARISONS),
+    baseline=alternation(BASELINES),
 
 
 # ---------------------------------------------------------------------------------- inputs
@@ -61,6 +63,9 @@ def model_results(models):
     """Everything a figure needs of ``models``: test results, best.json, learning curves."""
     files = []
     for m in models:
+        if m in BASELINES:
+            files += [f"results/test/{m}.parquet", f"results/baselines/{m}/best.json"]
+            continue
         files += [
             f"results/test/{m}.parquet",
             f"results/models/{m}/best.json",
@@ -122,6 +127,8 @@ def final_outputs():
     return (
         expand("results/test/{model}.parquet", model=MODELS)
         + expand("results/models/{model}/train_log.parquet", model=MODELS)
+        + expand("results/test/{baseline}.parquet", baseline=BASELINES)
+        + expand("results/baselines/{baseline}/lr_search.parquet", baseline=BASELINES)
         + ["results/tables/summary.csv"]
         + figure_names()
     )

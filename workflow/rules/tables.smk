@@ -1,7 +1,8 @@
 rule summary:
     input:
-        test=expand("results/test/{model}.parquet", model=MODELS),
-        best=expand("results/models/{model}/best.json", model=MODELS),
+        test=expand("results/test/{model}.parquet", model=MODELS + BASELINES),
+        best=expand("results/models/{model}/best.json", model=MODELS)
+        + expand("results/baselines/{baseline}/best.json", baseline=BASELINES),
     output:
         report(
             "results/tables/summary.csv",
@@ -17,6 +18,6 @@ rule summary:
         mem_mb=2000,
         runtime=5,
     params:
-        models=MODELS,
+        models=MODELS + BASELINES,
     script:
         "../scripts/summary.py"
