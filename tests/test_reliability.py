@@ -160,3 +160,33 @@ def test_the_dag_twice_gives_identical_results(tmp_path):
         assert meta["model_name"] == m and meta["model"]["kind"] == small_config()["models"][m]["kind"]
         assert {"torch", "numpy", "pyarrow", "learned_halting"} <= set(meta["versions"])
         assert meta["training"]["epochs"] == 2 and meta["seed"] == small_config()["seed"]
+
+
+def test_a_step_on_bad_input_exits_with_one_line_and_no_output(tmp_path):
+    """What a rule script does with a truncated function set: exit 1, one line naming the file."""
+    bad = tmp_path / "validation.parquet"
+    bad.write_bytes(b"PAR1 this is not a parquet file")
+    out = tmp_path / "out" / "epoch_2.parquet"
+    code = (
+        "import json, sys\n"
+        "from learned_halting import pipeline\n"
+        "pipeline.setup(None, 1)\n"
+        "pipeline.run_step(pipeline.validate_checkpoint, json.loads(sys.argv[1]), 'metaV1',\n"
+        "                  sys.argv[2], sys.argv[3], sys.argv[4])\n"
+    )
+    ckpt = tmp_path / "epoch_2.pt"
+    from learned_halting.networks import LSTMOptimizer
+    from learned_halting.storage import save_checkpoint
+
+    net = LSTMOptimizer()
+    save_checkpoint(ckpt, net.state_dict(), {"architecture": net.architecture, "epoch": 2})
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    res = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(CONFIG), str(ckpt), str(bad), str(out)],
+        env=env, capture_output=True, text=True,
+    )
+    assert res.returncode == 1
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1 and str(bad) in errors[0] and "not a readable Parquet file" in errors[0]
+    assert "Traceback" not in res.stderr
+    assert not out.exists() and not out.parent.exists()
