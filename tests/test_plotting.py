@@ -67,6 +67,18 @@ def test_comparison_figure_with_learning_curves():
     assert_real_png(fig)
 
 
+def test_replicates_draw_their_mean_with_a_95_percent_band():
+    r = synthetic("metaV1", seed=1)
+    r.replicate_curves = np.stack([r.nll.mean(0) + k for k in (-1.0, 0.0, 1.0)])
+    mean, half, name = r.mean_curve(100)
+    np.testing.assert_allclose(mean, r.nll.astype(np.float64).mean(0), rtol=1e-6)
+    np.testing.assert_allclose(half, 4.303 / np.sqrt(3), rtol=1e-6)
+    assert name == "95% interval over 3 replicates" and r.label == "metaV1 (3 replicates)"
+    fig = plotting.comparison_figure([r, synthetic("adam", seed=2)], [10, 100])
+    assert "95% interval over 3 replicates" in fig.axes[1].get_title()
+    assert_real_png(fig)
+
+
 def test_comparison_figure_three_zooms():
     res = [synthetic(m, seed=i) for i, m in enumerate(MODELS[:2])]
     fig = plotting.comparison_figure(res, [100, 20, 10], "t")

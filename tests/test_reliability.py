@@ -137,10 +137,10 @@ def test_non_finite_validation_is_recorded_and_never_selected(tmp_path):
 @pytest.mark.slow
 def test_the_dag_twice_gives_identical_results(tmp_path):
     """Same config and seed, same machine and threads: identical function sets, checkpoints, test
-    results and summary table."""
+    results and summary table (with two replicates, which the summary aggregates)."""
     runs = []
     for name in ("first", "second"):
-        work = scratch_workflow(tmp_path / name, small_config())
+        work = scratch_workflow(tmp_path / name, small_config(replicates=2))
         res = snakemake(work, "all", "--cores", "2")
         assert res.returncode == 0, res.stderr[-4000:]
         runs.append(work / "results")
@@ -160,6 +160,14 @@ def test_the_dag_twice_gives_identical_results(tmp_path):
         assert meta["model_name"] == m and meta["model"]["kind"] == small_config()["models"][m]["kind"]
         assert {"torch", "numpy", "pyarrow", "learned_halting"} <= set(meta["versions"])
         assert meta["training"]["epochs"] == 2 and meta["seed"] == small_config()["seed"]
+        # the second replicate trained from another seed
+        rep = torch.load(a / f"models/{m}_rep1/epoch_2.pt", weights_only=True)["state_dict"]
+        first = torch.load(a / f"models/{m}/epoch_2.pt", weights_only=True)["state_dict"]
+        assert not all(torch.equal(rep[k], first[k]) for k in rep)
+    summary = pd.read_csv(a / "tables/summary.csv").set_index("model")
+    assert (summary.loc[SMALL_MODELS, "replicates"] == 2).all()
+    assert summary.loc[SMALL_MODELS, "nll_step100_ci95"].notna().all()
+    assert (a / "figures/actV2_nu0.9.png").is_file()
 
 
 def test_a_step_on_bad_input_exits_with_one_line_and_no_output(tmp_path):

@@ -45,12 +45,12 @@ def snakemake(
 SMALL_MODELS = ["metaV1", "actV2_nu0.9_T100"]
 
 
-def small_config() -> dict:
+def small_config(replicates: int = 1) -> dict:
     """The tiny config with two models (one meta, one act), one baseline, and figures of those."""
     cfg = copy.deepcopy(base_config())
     tiny = yaml.safe_load((REPO / "tests" / "configs" / "tiny.yaml").read_text())
     cfg["data"] = tiny["data"]
-    cfg["training"].update(tiny["training"])
+    cfg["training"].update(tiny["training"], replicates=replicates)
     cfg["models"] = {m: cfg["models"][m] for m in SMALL_MODELS}
     cfg["baselines"]["names"] = ["adam"]
     cfg["figures"] = {

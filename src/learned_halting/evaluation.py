@@ -97,3 +97,35 @@ def select_best(values: dict[int, float]) -> tuple[int, float]:
         raise ValueError(f"no checkpoint has a finite validation value ({values})")
     best = min(sorted(finite), key=lambda e: finite[e])
     return best, finite[best]
+
+
+# two-sided 95% Student-t quantiles t_{0.975, df} for df = 1..30 (beyond: within 0.5% of 1.96..2.04)
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
+         2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
+         2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def t975(df: int) -> float:
+    """The 0.975 quantile of Student's t with ``df`` degrees of freedom."""
+    if df < 1:
+        raise ValueError(f"degrees of freedom must be >= 1, got {df}")
+    if df <= len(_T975):
+        return _T975[df - 1]
+    return 1.96 + 2.4 / df  # a close approximation of the quantile for df > 30
+
+
+def mean_ci95(values: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Mean across replicates and the half-width of its 95% t-interval (NaN with one replicate).
+
+    Args:
+        values: (N, ...) one entry per replicate.
+    Returns:
+        mean and half-width, each of shape ``values.shape`` without ``axis``.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    n = values.shape[axis]
+    mean = values.mean(axis)
+    if n < 2:
+        return mean, np.full_like(mean, np.nan)
+    half = t975(n - 1) * values.std(axis, ddof=1) / np.sqrt(n)
+    return mean, half

@@ -6,6 +6,7 @@ logic here rather than in ``workflow/scripts`` lets tests reach it without Snake
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import logging
 import shutil
@@ -18,8 +19,14 @@ import pyarrow as pa
 import torch
 
 from . import problem as P
-from .evaluation import curve_summary, evaluate, select_best, selection_value
-from .settings import ModelSpec, TrainingSettings, model_specs
+from .evaluation import curve_summary, evaluate, mean_ci95, select_best, selection_value
+from .settings import (
+    ModelSpec,
+    TrainingSettings,
+    model_instances,
+    model_specs,
+    replicate_seed,
+)
 from .storage import (
     VALIDATION_COLUMNS,
     DataError,
@@ -63,11 +70,16 @@ def run_step(fn, *args, **kwargs):
         raise SystemExit(1) from None
 
 
-def _spec(config: dict, model: str) -> tuple[ModelSpec, TrainingSettings]:
-    specs = model_specs(config)
-    if model not in specs:
-        raise ValueError(f"models.{model}: no such model in the config")
-    return specs[model], TrainingSettings.from_config(config)
+def _spec(config: dict, instance: str) -> tuple[ModelSpec, TrainingSettings]:
+    """The spec and settings of a trained instance (a model, or one of its replicates, whose run
+    seed is :func:`settings.replicate_seed`)."""
+    instances = model_instances(config)
+    if instance not in instances:
+        raise ValueError(f"models.{instance}: no such model (or replicate) in the config")
+    model, replicate = instances[instance]
+    settings = TrainingSettings.from_config(config)
+    settings = dataclasses.replace(settings, seed=replicate_seed(settings.seed, replicate))
+    return dataclasses.replace(model_specs(config)[model], name=instance), settings
 
 
 def run_metadata(config: dict, model: str | None = None) -> dict:
@@ -79,8 +91,10 @@ def run_metadata(config: dict, model: str | None = None) -> dict:
         "data": config.get("data"),
     }
     if model is not None:
+        base, replicate = model_instances(config)[model]
         meta["model_name"] = model
-        meta["model"] = config["models"][model]
+        meta["model"] = config["models"][base]
+        meta["replicate"] = replicate
     return meta
 
 
@@ -260,40 +274,64 @@ def test_baseline(config: dict, name: str, best_json, functions_path, out) -> No
 SUMMARY_STEPS = (0, 1, 5, 10, 20, 50, 100)
 
 
-def summary_table(models: list[str], test_files: list, best_files: list) -> pd.DataFrame:
+def _instance_row(test_path, best_path) -> dict:
+    res = read_test_result(test_path)
+    best = read_json(best_path)
+    if "epoch" not in best and "lr" not in best:
+        raise DataError(f"{best_path}: holds neither 'epoch' nor 'lr'")
+    mean = res["nll"].astype(np.float64).mean(0)
+    row = {
+        "best_epoch": int(best["epoch"]) if "epoch" in best else np.nan,
+        "best_lr": float(best["lr"]) if "lr" in best else np.nan,
+    }
+    for s in SUMMARY_STEPS:
+        row[f"nll_step{s}"] = float(mean[s]) if s < len(mean) else np.nan
+    for k in ("mode_step", "stop_step", "online_stop_step"):
+        row[f"{k}_mean"] = float(res[k].mean()) if k in res else np.nan
+    return row
+
+
+def summary_table(groups: dict[str, list[tuple]]) -> pd.DataFrame:
     """One row per model or baseline: best epoch (learned) or learning rate (baselines), mean test NLL
-    at :data:`SUMMARY_STEPS` and, for act models, the mean mode, stopping and online stopping steps."""
+    at :data:`SUMMARY_STEPS` and, for act models, the mean mode, stopping and online stopping steps.
+
+    Args:
+        groups: model -> [(test file, best file), ...], one pair per replicate. With several
+            replicates the values are means across replicates, each with ``<column>_ci95``, the
+            half-width of its 95% t-interval, and ``best_epoch`` is the first replicate's.
+    """
     rows = []
-    for model, test_path, best_path in zip(models, test_files, best_files, strict=True):
-        res = read_test_result(test_path)
-        best = read_json(best_path)
-        if "epoch" not in best and "lr" not in best:
-            raise DataError(f"{best_path}: holds neither 'epoch' nor 'lr'")
-        mean = res["nll"].astype(np.float64).mean(0)
-        row = {
-            "model": model,
-            "best_epoch": int(best["epoch"]) if "epoch" in best else np.nan,
-            "best_lr": float(best["lr"]) if "lr" in best else np.nan,
-        }
-        for s in SUMMARY_STEPS:
-            row[f"nll_step{s}"] = float(mean[s]) if s < len(mean) else np.nan
-        for k in ("mode_step", "stop_step", "online_stop_step"):
-            row[f"{k}_mean"] = float(res[k].mean()) if k in res else np.nan
+    for model, files in groups.items():
+        per_rep = pd.DataFrame([_instance_row(t, b) for t, b in files])
+        row = {"model": model, "replicates": len(files)}
+        row["best_epoch"], row["best_lr"] = per_rep.best_epoch.iloc[0], per_rep.best_lr.iloc[0]
+        values = [c for c in per_rep.columns if c.startswith("nll_step") or c.endswith("_mean")]
+        for c in values:
+            mean, half = mean_ci95(per_rep[c].to_numpy())
+            row[c] = float(mean)
+            if len(files) > 1:
+                row[f"{c}_ci95"] = float(half)
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def write_summary(config: dict, models: list[str], test_files, best_files, out) -> None:
-    df = summary_table(models, test_files, best_files)
-    write_text(out, df.to_csv(index=False, float_format="%.4f"))
+def write_summary(config: dict, instances: list[str], test_files, best_files, out) -> None:
+    """``results/tables/summary.csv`` from the test results of every instance and baseline."""
+    known = model_instances(config)
+    groups: dict[str, list[tuple]] = {}
+    for inst, t, b in zip(instances, test_files, best_files, strict=True):
+        base = known[inst][0] if inst in known else inst  # baselines stand for themselves
+        groups.setdefault(base, []).append((t, b))
+    write_text(out, summary_table(groups).to_csv(index=False, float_format="%.4f"))
 
 
 # ---------------------------------------------------------------------------------------- figures
 # (plotting is imported inside these functions: figure libraries stay out of the other jobs)
 
 
-def load_model_results(model: str, root: str | Path = "results"):
-    """Read a model's test results, training log, validation curves and best epoch."""
+def load_model_results(model: str, root: str | Path = "results", replicates: list[str] | None = None):
+    """Read a model's test results, training log, validation curves and best epoch; with
+    ``replicates`` (the other instances' names), also each replicate's mean test curve."""
     from .plotting import ModelResults
 
     root = Path(root)
@@ -322,6 +360,11 @@ def load_model_results(model: str, root: str | Path = "results"):
         val_epochs=np.array(val_epochs),
         val_nll=np.array(val_nll),
         best_epoch=int(best["epoch"]),
+        replicate_curves=None if not replicates else np.stack(
+            [test["nll"].astype(np.float64).mean(0)]
+            + [read_test_result(root / "test" / f"{r}.parquet")["nll"].astype(np.float64).mean(0)
+               for r in replicates]
+        ),
     )
 
 
@@ -332,8 +375,14 @@ def _styles(config: dict) -> dict:
     return model_styles(list(config["models"]) + list(config.get("baselines", {}).get("names", [])))
 
 
-def _results(models: list[str], root):
-    return {m: load_model_results(m, root) for m in dict.fromkeys(models)}
+def _results(config: dict, models: list[str], root) -> dict:
+    """ModelResults of ``models``; replicate 0 for the per-function views, every replicate's curve."""
+    instances = model_instances(config)
+    out = {}
+    for m in dict.fromkeys(models):
+        others = [name for name, (base, r) in instances.items() if base == m and r > 0]
+        out[m] = load_model_results(m, root, others)
+    return out
 
 
 def render_comparison(config: dict, name: str, out, root="results") -> None:
@@ -342,7 +391,7 @@ def render_comparison(config: dict, name: str, out, root="results") -> None:
 
     fig_cfg = config["figures"]["comparisons"][name]
     curves = fig_cfg.get("learning_curves", [])
-    res = _results(fig_cfg["models"] + curves, root)
+    res = _results(config, fig_cfg["models"] + curves, root)
     fig = comparison_figure(
         [res[m] for m in fig_cfg["models"]],
         fig_cfg.get("zooms", [10, 100]),
@@ -357,7 +406,7 @@ def render_learning_curves(config: dict, out, root="results") -> None:
     from .plotting import learning_curves_figure, save_figure
 
     models = config["figures"]["learning_curves_meta"]
-    res = _results(models, root)
+    res = _results(config, models, root)
     fig = learning_curves_figure([res[m] for m in models], _styles(config))
     save_figure(fig, out)
 
@@ -366,7 +415,7 @@ def render_qt_distributions(config: dict, out, root="results") -> None:
     from .plotting import qt_distributions_figure, save_figure
 
     qt = config["figures"]["qt_distributions"]
-    res = _results([m for row in qt["rows"].values() for m in row if m is not None], root)
+    res = _results(config, [m for row in qt["rows"].values() for m in row if m is not None], root)
     rows = {label: [res[m] if m else None for m in row] for label, row in qt["rows"].items()}
     save_figure(qt_distributions_figure(rows, qt["columns"]), out)
 
@@ -374,7 +423,7 @@ def render_qt_distributions(config: dict, out, root="results") -> None:
 def render_halting(config: dict, model: str, out, root="results") -> None:
     from .plotting import halting_figure, save_figure
 
-    res = _results([model], root)[model]
+    res = _results(config, [model], root)[model]
     if not res.is_act:
         raise ValueError(f"models.{model}: halting figures need an act model")
     save_figure(halting_figure(res, threshold=config["halting"]["threshold"]), out)
@@ -385,6 +434,6 @@ def render_trajectory_gradient(config: dict, out, root="results") -> None:
     from .plotting import save_figure, trajectory_gradient_figure
 
     fig_cfg = config["figures"]["trajectory_gradient"]
-    res = _results([m for pair in fig_cfg["pairs"] for m in pair], root)
+    res = _results(config, [m for pair in fig_cfg["pairs"] for m in pair], root)
     pairs = [tuple(res[m] for m in pair) for pair in fig_cfg["pairs"]]
     save_figure(trajectory_gradient_figure(pairs, _styles(config), fig_cfg.get("title", "")), out)

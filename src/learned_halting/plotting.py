@@ -17,6 +17,7 @@ import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from .evaluation import mean_ci95  # noqa: E402
 from .problem import global_minimum  # noqa: E402
 
 DPI = 150
@@ -46,6 +47,20 @@ class ModelResults:
     val_nll: np.ndarray = field(default_factory=lambda: np.zeros(0))
     best_epoch: int | None = None
     note: str = ""  # shown in the legend, e.g. a baseline's learning rate
+    replicate_curves: np.ndarray | None = None  # (replicates, S+1) mean test NLL of each replicate
+
+    @property
+    def replicates(self) -> int:
+        return 1 if self.replicate_curves is None else len(self.replicate_curves)
+
+    def mean_curve(self, last: int) -> tuple[np.ndarray, np.ndarray, str]:
+        """Mean test NLL at steps 0..last and its band: the 95% interval across replicates when there
+        are several, else ±1 standard deviation across functions; and the band's name."""
+        if self.replicates > 1:
+            mean, half = mean_ci95(self.replicate_curves[:, : last + 1])
+            return mean, half, f"95% interval over {self.replicates} replicates"
+        nll = self.nll[:, : last + 1].astype(np.float64)
+        return nll.mean(0), nll.std(0), "±1 sd over functions"
 
     @property
     def is_act(self) -> bool:
@@ -53,6 +68,8 @@ class ModelResults:
 
     @property
     def label(self) -> str:
+        if self.replicates > 1:
+            return f"{self.name} ({self.replicates} replicates)"
         if self.online_stop_step is not None:
             return f"{self.name} (stop={self.online_stop_step.mean():.0f})"
         if self.note:
@@ -101,17 +118,18 @@ def comparison_figure(
     for k, zoom in enumerate(zooms):
         ax = fig.add_subplot(grid[0, k * cols // n_top : (k + 1) * cols // n_top])
         lo_y, hi_y = np.inf, -np.inf
+        bands = []
         for i, r in enumerate(results):
             st = _style(styles, r.name, i)
             last = min(zoom, r.nll.shape[1] - 1)
             steps = np.arange(last + 1)
-            mean = r.nll[:, : last + 1].astype(np.float64).mean(0)
+            mean, spread, band_name = r.mean_curve(last)
             ax.plot(steps, mean, label=r.label, marker="o" if zoom <= 20 else None,
                     markersize=3, **st)
             if band and zoom == widest:
-                std = r.nll[:, : last + 1].astype(np.float64).std(0)
-                ax.fill_between(steps, mean - std, mean + std, color=st["color"], alpha=0.08,
+                ax.fill_between(steps, mean - spread, mean + spread, color=st["color"], alpha=0.08,
                                 linewidth=0)
+                bands.append(band_name)
             lo_y, hi_y = min(lo_y, mean.min()), max(hi_y, mean.max())
         _floor(ax)
         floor = global_minimum()
@@ -120,7 +138,9 @@ def comparison_figure(
         ax.set_xlim(0, zoom)
         ax.set_xlabel("optimisation step")
         ax.set_ylabel("mean test NLL")
-        ax.set_title(f"steps 0-{zoom}")
+        bands = list(dict.fromkeys(bands))
+        ax.set_title(f"steps 0-{zoom}" + (f"\n(bands: {'; '.join(bands)})" if bands else ""),
+                     fontsize=10)
         ax.grid(alpha=0.3)
         if k == n_top - 1:
             ax.legend(fontsize=8, loc="upper right")

@@ -123,6 +123,7 @@ class TrainingSettings:
     device: str = "auto"
     selection_metric: str = "final_nll"
     eval_chunk: int = 500
+    replicates: int = 1
     threshold: float = 0.9
     online_threshold: float = 0.95
     max_horizon: int = 150
@@ -163,12 +164,43 @@ class TrainingSettings:
             )
 
 
+REPLICATE_SUFFIX = "_rep"
+
+
+def instance_name(model: str, replicate: int) -> str:
+    """The name (used in paths) of replicate ``replicate`` (0-based) of ``model``: replicate 0 is the
+    model's own name, so a run with one replicate looks exactly like one without."""
+    return model if replicate == 0 else f"{model}{REPLICATE_SUFFIX}{replicate}"
+
+
+def model_instances(config: dict) -> dict[str, tuple[str, int]]:
+    """Every trained instance: name -> (model, replicate), replicates of a model together."""
+    n = int(config.get("training", {}).get("replicates", 1))
+    return {instance_name(m, r): (m, r) for m in config.get("models") or {} for r in range(n)}
+
+
+def replicate_seed(seed: int, replicate: int) -> int:
+    """The run seed of a replicate: the config's seed for replicate 0, an independent one (from
+    numpy's SeedSequence) for the others."""
+    if replicate == 0:
+        return seed
+    import numpy as np
+
+    return int(np.random.SeedSequence(seed, spawn_key=(REPLICATE_STREAM, replicate)).generate_state(1)[0])
+
+
+REPLICATE_STREAM = 3  # beside problem.STREAM_TRAIN_FUNCTIONS (1) and STREAM_HORIZON (2)
+
+
 def model_specs(config: dict) -> dict[str, ModelSpec]:
     """All ``models:`` entries as :class:`ModelSpec`, in config order."""
     default_tg = config.get("training", {}).get("trajectory_gradient", "detached")
     models = config.get("models") or {}
     if not models:
         raise ConfigError("models: at least one model is needed")
+    for name in models:
+        if REPLICATE_SUFFIX in str(name) and str(name).rsplit(REPLICATE_SUFFIX, 1)[1].isdigit():
+            raise ConfigError(f"models.{name}: names ending in {REPLICATE_SUFFIX}<n> are kept for replicates")
     return {
         str(name): ModelSpec.from_config(str(name), entry, default_tg)
         for name, entry in models.items()

@@ -10,7 +10,7 @@ from snakemake.exceptions import WorkflowError
 sys.path.append(str(Path(workflow.basedir) / "src"))
 
 from learned_halting.config_validation import validate_config
-from learned_halting.settings import ConfigError
+from learned_halting.settings import ConfigError, model_instances
 
 # Schema (filling defaults) and cross-field rules, before any job; one line naming the key.
 try:
@@ -20,6 +20,8 @@ try:
 except ConfigError as e:
     raise WorkflowError(str(e)) from None
 MODELS = list(SPECS)
+# every trained instance: a model, and its replicates when training.replicates > 1
+INSTANCES = model_instances(config)
 ACT_MODELS = [m for m, s in SPECS.items() if s.kind == "act"]
 BASELINES = config["baselines"]["names"]
 EVAL_EPOCHS = SETTINGS.eval_epochs
@@ -32,7 +34,7 @@ def alternation(names):
 
 
 wildcard_constraints:
-    model=alternation(MODELS),
+    model=alternation(INSTANCES),
     act_model=alternation(ACT_MODELS),
     epoch=r"\d+",
     split="validation|test",
@@ -59,10 +61,15 @@ def validation_of(wildcards):
     )
 
 
+def instances_of(model):
+    return [name for name, (base, _) in INSTANCES.items() if base == model]
+
+
 def model_results(models):
-    """Everything a figure needs of ``models``: test results, best.json, learning curves."""
+    """Everything a figure needs of ``models`` (all replicates): test results, best.json, learning
+    curves."""
     files = []
-    for m in models:
+    for m in [i for model in models for i in (instances_of(model) or [model])]:
         if m in BASELINES:
             files += [f"results/test/{m}.parquet", f"results/baselines/{m}/best.json"]
             continue
@@ -125,8 +132,8 @@ def figure_names():
 
 def final_outputs():
     return (
-        expand("results/test/{model}.parquet", model=MODELS)
-        + expand("results/models/{model}/train_log.parquet", model=MODELS)
+        expand("results/test/{model}.parquet", model=INSTANCES)
+        + expand("results/models/{model}/train_log.parquet", model=INSTANCES)
         + expand("results/test/{baseline}.parquet", baseline=BASELINES)
         + expand("results/baselines/{baseline}/lr_search.parquet", baseline=BASELINES)
         + ["results/tables/summary.csv"]
@@ -139,7 +146,7 @@ def final_outputs():
 
 def train_runtime(wildcards):
     """Minutes for a training job: coordinate-steps at a conservative 1e5 per second, doubled."""
-    spec = SPECS[wildcards.model]
+    spec = SPECS[INSTANCES[wildcards.model][0]]
     horizon = spec.horizon or 150
     coord_steps = SETTINGS.epochs * SETTINGS.functions_per_epoch * 10 * horizon
     return max(10, int(2 * coord_steps / 1e5 / 60))

@@ -1,7 +1,7 @@
 rule summary:
     input:
-        test=expand("results/test/{model}.parquet", model=MODELS + BASELINES),
-        best=expand("results/models/{model}/best.json", model=MODELS)
+        test=expand("results/test/{model}.parquet", model=list(INSTANCES) + BASELINES),
+        best=expand("results/models/{model}/best.json", model=INSTANCES)
         + expand("results/baselines/{baseline}/best.json", baseline=BASELINES),
     output:
         report(
@@ -18,6 +18,6 @@ rule summary:
         mem_mb=2000,
         runtime=5,
     params:
-        models=MODELS + BASELINES,
+        models=list(INSTANCES) + BASELINES,
     script:
         "../scripts/summary.py"
