@@ -59,3 +59,12 @@ def test_lr_search_picks_the_best_finite_learning_rate(tmp_path):
     assert best["value"] == pytest.approx(finite.value.min()) and best["metric"] == "final_nll"
     # plain SGD with lr 10 on a Cauchy likelihood is not the best choice, and no NaN is ever chosen
     assert best["lr"] < 10.0
+
+
+def test_best_act_is_the_act_model_with_the_lowest_validation_value(tmp_path):
+    from learned_halting.storage import write_json
+
+    cfg = {"models": {"metaV1": {"kind": "meta"}, "a1": {"kind": "act"}, "a2": {"kind": "act"}}}
+    for m, v in (("metaV1", 1.0), ("a1", 20.5), ("a2", 19.0)):
+        write_json(tmp_path / "models" / m / "best.json", {"epoch": 5, "value": v})
+    assert pipeline.best_act_model(cfg, tmp_path) == "a2"

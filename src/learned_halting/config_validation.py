@@ -78,5 +78,9 @@ def check_cross_fields(config: dict, specs: dict[str, ModelSpec]) -> None:
     if baselines.get("lr_min", 1e-4) > baselines.get("lr_max", 1.0):
         raise ConfigError("baselines.lr_min: must not exceed baselines.lr_max")
     for key, model in named:
+        if model == "best_act" and key.endswith(".models"):
+            if not any(s.kind == "act" for s in specs.values()):
+                raise ConfigError(f"{key}: best_act needs at least one act model")
+            continue
         if model not in specs and model not in names:
             raise ConfigError(f"{key}: unknown model {model!r}")

@@ -385,15 +385,28 @@ def _results(config: dict, models: list[str], root) -> dict:
     return out
 
 
+BEST_ACT = "best_act"  # in a figure's model list: the act model with the best validation value
+
+
+def best_act_model(config: dict, root="results") -> str:
+    """The act model whose selected checkpoint has the lowest validation value (replicate 0)."""
+    acts = [m for m, e in config["models"].items() if e["kind"] == "act"]
+    if not acts:
+        raise ValueError(f"figures: {BEST_ACT} needs at least one act model")
+    values = {m: read_json(Path(root) / "models" / m / "best.json", ("value",))["value"] for m in acts}
+    return min(acts, key=values.get)
+
+
 def render_comparison(config: dict, name: str, out, root="results") -> None:
     """``results/figures/{name}.png`` for an entry of ``figures.comparisons``."""
     from .plotting import comparison_figure, save_figure
 
     fig_cfg = config["figures"]["comparisons"][name]
     curves = fig_cfg.get("learning_curves", [])
-    res = _results(config, fig_cfg["models"] + curves, root)
+    models = [best_act_model(config, root) if m == BEST_ACT else m for m in fig_cfg["models"]]
+    res = _results(config, models + curves, root)
     fig = comparison_figure(
-        [res[m] for m in fig_cfg["models"]],
+        [res[m] for m in models],
         fig_cfg.get("zooms", [10, 100]),
         title=fig_cfg.get("title", name),
         learning_curves=[res[m] for m in curves],

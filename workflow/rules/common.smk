@@ -87,8 +87,13 @@ def model_results(models):
 
 
 def comparison_models(wildcards):
+    """The models a comparison figure reads; `best_act` stands for every act model (the best one,
+    by its validation value, is chosen when the figure is drawn)."""
     fig = COMPARISONS[wildcards.comparison]
-    return list(dict.fromkeys(fig["models"] + fig.get("learning_curves", [])))
+    models = []
+    for m in fig["models"] + fig.get("learning_curves", []):
+        models += ACT_MODELS if m == "best_act" else [m]
+    return list(dict.fromkeys(models))
 
 
 def comparison_inputs(wildcards):
