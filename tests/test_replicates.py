@@ -82,3 +82,23 @@ def test_summary_aggregates_replicates_with_known_intervals(tmp_path):
     assert df.loc["actV2", "best_epoch"] == 5  # the first replicate's
     assert df.loc["metaV1", "nll_step0"] == pytest.approx(35.0)
     assert pd.isna(df.loc["metaV1", "nll_step0_ci95"])
+
+
+def test_halting_figure_reads_only_its_rule_inputs(tmp_path):
+    """The halting figure of a model with replicates needs replicate 0 alone (its rule's inputs)."""
+    cfg = copy.deepcopy(base_config())
+    cfg["training"]["replicates"] = 2
+    root = tmp_path / "results"
+    m = "actV2_nu0.9_T100"
+    (root / "test").mkdir(parents=True)
+    test_path, best_path = _fake_result(root / "test", m, 0, act=True)
+    (root / "models" / m).mkdir(parents=True)
+    best_path.rename(root / "models" / m / "best.json")
+    write_table(root / "models" / m / "train_log.parquet",
+                {"epoch": np.arange(1, 3), "nll_mean": np.array([30.0, 25.0])}, {})
+    for e in (1, 2):
+        write_table(root / "validation" / m / f"epoch_{e}.parquet",
+                    {"step": np.arange(3), "nll_mean": np.ones(3), "nll_std": np.ones(3)}, {})
+    out = tmp_path / "halting.png"
+    pipeline.render_halting(cfg, m, out, root)  # no file of replicate 1 exists
+    assert out.is_file()

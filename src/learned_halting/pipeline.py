@@ -436,7 +436,7 @@ def render_qt_distributions(config: dict, out, root="results") -> None:
 def render_halting(config: dict, model: str, out, root="results") -> None:
     from .plotting import halting_figure, save_figure
 
-    res = _results(config, [model], root)[model]
+    res = load_model_results(model, root)  # replicate 0: the figure is per function
     if not res.is_act:
         raise ValueError(f"models.{model}: halting figures need an act model")
     save_figure(halting_figure(res, threshold=config["halting"]["threshold"]), out)
