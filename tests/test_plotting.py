@@ -74,6 +74,9 @@ def test_replicates_draw_their_mean_with_a_95_percent_band():
     np.testing.assert_allclose(mean, r.nll.astype(np.float64).mean(0), rtol=1e-6)
     np.testing.assert_allclose(half, 4.303 / np.sqrt(3), rtol=1e-6)
     assert name == "95% interval over 3 replicates" and r.label == "metaV1 (3 replicates)"
+    act = synthetic("actV2", act=True)
+    act.replicate_curves = r.replicate_curves
+    assert act.label == f"actV2 (stop={act.online_stop_step.mean():.0f}, 3 replicates)"
     fig = plotting.comparison_figure([r, synthetic("adam", seed=2)], [10, 100])
     assert "95% interval over 3 replicates" in fig.axes[1].get_title()
     assert_real_png(fig)
@@ -91,6 +94,9 @@ def test_a_model_keeps_its_colour_across_figures():
     assert styles["a"] != styles["b"]
     assert len({(tuple(s["color"]), s["linestyle"]) for s in styles.values()}) == 15
     assert plotting.model_styles(["a", "b", "c"])["b"] == styles["b"]
+    with_baselines = plotting.model_styles(["a", "b"], ["adam", "sgd"])
+    assert with_baselines["adam"]["linestyle"] == "-." and with_baselines["adam"] != with_baselines["sgd"]
+    assert with_baselines["a"] == styles["a"]
 
 
 def test_learning_curves_figure():

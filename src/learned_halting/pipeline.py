@@ -372,7 +372,7 @@ def _styles(config: dict) -> dict:
     """One colour and line style per model and baseline, the same in every figure."""
     from .plotting import model_styles
 
-    return model_styles(list(config["models"]) + list(config.get("baselines", {}).get("names", [])))
+    return model_styles(list(config["models"]), list(config.get("baselines", {}).get("names", [])))
 
 
 def _results(config: dict, models: list[str], root) -> dict:

@@ -68,22 +68,29 @@ class ModelResults:
 
     @property
     def label(self) -> str:
-        if self.replicates > 1:
-            return f"{self.name} ({self.replicates} replicates)"
+        """Name and, in brackets, the online stopping step (act), a note, the replicate count."""
+        parts = []
         if self.online_stop_step is not None:
-            return f"{self.name} (stop={self.online_stop_step.mean():.0f})"
+            parts.append(f"stop={self.online_stop_step.mean():.0f}")
         if self.note:
-            return f"{self.name} ({self.note})"
-        return self.name
+            parts.append(self.note)
+        if self.replicates > 1:
+            parts.append(f"{self.replicates} replicates")
+        return f"{self.name} ({', '.join(parts)})" if parts else self.name
 
 
-def model_styles(models: list[str]) -> dict[str, dict]:
-    """A fixed colour and line style per model, by its position in the config's model list."""
+def model_styles(models: list[str], baselines: list[str] = ()) -> dict[str, dict]:
+    """A fixed colour and line style per model, by its position in the config's model list;
+    baselines get dark shades and dash-dots, apart from every learned model."""
     palette = sns.color_palette("colorblind", 10)
-    return {
+    styles = {
         m: {"color": palette[i % 10], "linestyle": LINESTYLES[(i // 10) % len(LINESTYLES)]}
         for i, m in enumerate(models)
     }
+    dark = ("0.0", "0.35", "0.55", "0.75")  # greys from black
+    for i, b in enumerate(baselines):
+        styles[b] = {"color": dark[i % len(dark)], "linestyle": "-."}
+    return styles
 
 
 def _style(styles: dict | None, name: str, i: int) -> dict:
