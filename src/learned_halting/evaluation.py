@@ -87,8 +87,9 @@ def selection_value(nll_mean: np.ndarray, metric: str = "final_nll") -> float:
     raise ValueError(f"unknown selection metric {metric!r} ({', '.join(SELECTION_METRICS)})")
 
 
-def select_best(values: dict[int, float]) -> tuple[int, float]:
-    """The epoch with the smallest finite value (the earliest on ties).
+def select_best(values: dict) -> tuple:
+    """The key (checkpoint epoch, or a baseline's learning rate) with the smallest finite value;
+    the smallest key on ties.
 
     Raises ValueError when no value is finite: a model whose every checkpoint diverged has no best.
     """

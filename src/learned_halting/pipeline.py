@@ -246,14 +246,16 @@ def search_baseline_lr(config: dict, name: str, functions_path, out_search, out_
             nll = run_baseline(name, lr, functions, tr.get("eval_steps", 100), device="cpu")
             values[float(lr)] = selection_value(nll.astype(np.float64).mean(0), metric)
             log.info("%s lr %.3g: %s %.4f", name, lr, metric, values[float(lr)])
-    finite = {lr: v for lr, v in values.items() if np.isfinite(v)}
-    if not finite:
-        raise ValueError(f"baselines.{name}: no learning rate of the grid gives a finite {metric}")
-    best = min(finite, key=finite.get)
+    try:
+        best, value = select_best(values)  # the same rule as checkpoint selection
+    except ValueError:
+        raise ValueError(
+            f"baselines.{name}: no learning rate of the grid gives a finite {metric}"
+        ) from None
     write_table(out_search, {"lr": np.array(list(values)), "value": np.array(list(values.values()))},
                 {"baseline": name, "metric": metric, **run_metadata(config)})
-    write_json(out_best, {"lr": best, "metric": metric, "value": finite[best]})
-    log.info("%s: best lr %.3g (%s = %.4f)", name, best, metric, finite[best])
+    write_json(out_best, {"lr": best, "metric": metric, "value": value})
+    log.info("%s: best lr %.3g (%s = %.4f)", name, best, metric, value)
 
 
 def test_baseline(config: dict, name: str, best_json, functions_path, out) -> None:
