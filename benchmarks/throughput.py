@@ -8,7 +8,11 @@ Prints one JSON object: coordinate-steps per second (functions x 10 coordinates 
 training batch (125 functions, 100 steps, truncated BPTT 20), an actV2 T=100 training batch, and an
 evaluation (10,000 functions x 100 steps), for the project's code paths and for the straightforward
 reference (:mod:`learned_halting.reference`: autograd optimizee gradient, nn.LSTMCell, one evaluation
-batch), and the ratios. Both run in this process with the same threads and the same weights.
+batch), and the ratios. Both run in this process with the same threads and the same weights, in
+alternation (fast, reference, fast, ...), and each throughput is the median over the repeats, so
+that a burst of load from elsewhere on a shared machine touches both sides alike. ``kernels`` says
+which implementation ran: ``native`` (the fused C++ kernels) or ``python``
+(``LEARNED_HALTING_KERNELS=python``, or no C++ compiler).
 """
 
 from __future__ import annotations
@@ -16,10 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import time
 
 import torch
 
+from learned_halting import kernels
 from learned_halting import problem as P
 from learned_halting.evaluation import evaluate
 from learned_halting.networks import LSTMOptimizer
@@ -35,12 +41,22 @@ from learned_halting.training import resolve_device, train_act_batch, train_meta
 DIMS = P.DIMS
 
 
-def _timed(fn, repeats: int) -> float:
-    fn()  # warm-up
-    t0 = time.perf_counter()
+def _alternating(fast, ref, repeats: int) -> tuple[float, float]:
+    """Median seconds per call of ``fast`` and ``ref`` (None: not run), called in alternation after
+    one warm-up call each."""
+    times: dict = {"fast": [], "ref": []}
+    fast()
+    if ref is not None:
+        ref()
     for _ in range(repeats):
-        fn()
-    return (time.perf_counter() - t0) / repeats
+        for name, fn in (("fast", fast), ("ref", ref)):
+            if fn is None:
+                continue
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) if v else None for k, v in times.items()}
+    return med["fast"], med["ref"]
 
 
 def bench_training(kind: str, batch: int, horizon: int, repeats: int, device) -> tuple[float, float]:
@@ -51,33 +67,45 @@ def bench_training(kind: str, batch: int, horizon: int, repeats: int, device) ->
     opt = torch.optim.Adam(net.parameters(), lr=1e-6)
     if kind == "meta":
         w = torch.ones(horizon, device=device)
-        fast = _timed(lambda: train_meta_batch(net, opt, prob, theta0, w, 20, "detached"), repeats)
+
+        def fast():
+            train_meta_batch(net, opt, prob, theta0, w, 20, "detached")
     else:
-        fast = _timed(lambda: train_act_batch(net, opt, prob, theta0, horizon, 0.9, "detached"), repeats)
-    ref_times = None
+
+        def fast():
+            train_act_batch(net, opt, prob, theta0, horizon, 0.9, "detached")
+
+    ref_fn = None
     if device.type == "cpu":
         ref = ReferenceOptimizer(net.cpu())
         ref_opt = torch.optim.Adam(ref.parameters(), lr=1e-6)
         if kind == "meta":
-            w = torch.ones(horizon)
-            ref_times = _timed(lambda: reference_meta_batch(ref, ref_opt, prob, theta0, w, 20), repeats)
+            w_ref = torch.ones(horizon)
+
+            def ref_fn():
+                reference_meta_batch(ref, ref_opt, prob, theta0, w_ref, 20)
         else:
             log_p = log_truncated_geometric(horizon, 0.9)
-            ref_times = _timed(
-                lambda: reference_act_batch(ref, ref_opt, prob, theta0, horizon, log_p), repeats
-            )
+
+            def ref_fn():
+                reference_act_batch(ref, ref_opt, prob, theta0, horizon, log_p)
+
+    fast_time, ref_times = _alternating(fast, ref_fn, repeats)
     work = batch * DIMS * horizon
-    return work / fast, (work / ref_times if ref_times else float("nan"))
+    return work / fast_time, (work / ref_times if ref_times else float("nan"))
 
 
-def bench_evaluation(functions: int, steps: int, chunk: int, device) -> tuple[float, float]:
+def bench_evaluation(
+    functions: int, steps: int, chunk: int, repeats: int, device
+) -> tuple[float, float]:
     fs = P.function_set(functions, 3)
     net = LSTMOptimizer(seed=1)
-    fast = _timed(lambda: evaluate(net, fs, steps=steps, chunk=chunk, device=device), 1)
-    ref_time = None
-    if device.type == "cpu":
-        ref = ReferenceOptimizer(net.cpu())
-        ref_time = _timed(lambda: reference_evaluate(ref, fs, steps=steps), 1)
+    ref = ReferenceOptimizer(net.cpu()) if device.type == "cpu" else None
+    fast, ref_time = _alternating(
+        lambda: evaluate(net, fs, steps=steps, chunk=chunk, device=device),
+        (lambda: reference_evaluate(ref, fs, steps=steps)) if ref is not None else None,
+        repeats,
+    )
     work = functions * DIMS * steps
     return work / fast, (work / ref_time if ref_time else float("nan"))
 
@@ -87,26 +115,28 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="small sizes (CI smoke run)")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    ap.add_argument("--chunk", type=int, default=500, help="functions per evaluation chunk")
+    ap.add_argument("--chunk", type=int, default=250, help="functions per evaluation chunk")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     if args.quick:
-        sizes = {"batch": 25, "horizon": 20, "repeats": 1, "eval_functions": 200}
+        sizes = {"batch": 25, "horizon": 20, "repeats": 1, "eval_functions": 200, "eval_repeats": 1}
     else:
-        sizes = {"batch": 125, "horizon": 100, "repeats": 3, "eval_functions": 10000}
+        sizes = {"batch": 125, "horizon": 100, "repeats": 7, "eval_functions": 10000,
+                 "eval_repeats": 3}
     out = {
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "threads": torch.get_num_threads(),
         "machine": platform.processor() or platform.machine(),
+        "kernels": "native" if kernels.usable(device) else "python",
         "sizes": sizes,
     }
     t, r = bench_training("meta", sizes["batch"], sizes["horizon"], sizes["repeats"], device)
     out["train_coord_steps_per_s"], out["reference_train_coord_steps_per_s"] = t, r
     t, r = bench_training("act", sizes["batch"], sizes["horizon"], sizes["repeats"], device)
     out["act_train_coord_steps_per_s"], out["reference_act_train_coord_steps_per_s"] = t, r
-    t, r = bench_evaluation(sizes["eval_functions"], 100, args.chunk, device)
+    t, r = bench_evaluation(sizes["eval_functions"], 100, args.chunk, sizes["eval_repeats"], device)
     out["eval_coord_steps_per_s"], out["reference_eval_coord_steps_per_s"] = t, r
     for k in ("train", "act_train", "eval"):
         out[f"{k}_speedup"] = out[f"{k}_coord_steps_per_s"] / out[f"reference_{k}_coord_steps_per_s"]

@@ -19,7 +19,7 @@ from learned_halting.training import train_act_batch, train_meta_batch
 
 
 @pytest.mark.parametrize("inputs,halting", [("grad", False), ("grad+param", False), ("grad", True)])
-def test_evaluation_agrees_with_the_reference(inputs, halting):
+def test_evaluation_agrees_with_the_reference(inputs, halting, kernel_path):
     net = LSTMOptimizer(inputs=inputs, halting=halting, seed=4)
     fs = P.function_set(64, 5)
     fast = evaluate(net, fs, steps=100, chunk=20)
@@ -33,13 +33,19 @@ def _params(net):
     return {n: p.detach().clone() for n, p in net.named_parameters()}
 
 
-@pytest.mark.parametrize("kind,mode", [("meta", "detached"), ("meta", "full"), ("act", "detached")])
-def test_training_agrees_with_the_reference(kind, mode):
-    net = LSTMOptimizer(halting=kind == "act", seed=6)
+@pytest.mark.parametrize(
+    "kind,mode,inputs",
+    [("meta", "detached", "grad"), ("meta", "full", "grad"), ("act", "detached", "grad"),
+     ("meta", "detached", "grad+param")],
+)
+def test_training_agrees_with_the_reference(kind, mode, inputs, kernel_path):
+    net = LSTMOptimizer(inputs=inputs, halting=kind == "act", seed=6)
     ref = ReferenceOptimizer(net)
     # plain SGD: the parameter change is the gradient itself, so the comparison tests the gradients
     # (the full trajectory gradient is ~100x larger: a smaller step keeps the dynamics tame)
     lr = 1e-2 if mode == "detached" else 1e-4
+    if inputs == "grad+param":
+        lr = 1e-3  # the parameter input makes larger gradients
     opt = torch.optim.SGD(net.parameters(), lr=lr)
     ref_opt = torch.optim.SGD(ref.parameters(), lr=lr)
     for b in range(3):
@@ -53,9 +59,9 @@ def test_training_agrees_with_the_reference(kind, mode):
         else:
             train_act_batch(net, opt, prob, theta0, 30, 0.9, mode)
             reference_act_batch(ref, ref_opt, prob, theta0, 30, log_truncated_geometric(30, 0.9))
-    exported = LSTMOptimizer(halting=kind == "act", seed=0)
+    exported = LSTMOptimizer(inputs=inputs, halting=kind == "act", seed=0)
     ref.export_to(exported)
-    initial = _params(LSTMOptimizer(halting=kind == "act", seed=6))
+    initial = _params(LSTMOptimizer(inputs=inputs, halting=kind == "act", seed=6))
     fast, slow = _params(net), _params(exported)
     moved = max((fast[n] - initial[n]).abs().max().item() for n in fast)
     assert moved > 1e-2  # the updates are far larger than the tolerance below

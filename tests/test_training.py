@@ -146,7 +146,7 @@ def test_selection_picks_the_minimum_and_skips_non_finite():
     assert selection_value(curve, "mean_nll") == pytest.approx(20.0)
 
 
-def test_evaluation_does_not_depend_on_the_chunk_size():
+def test_evaluation_does_not_depend_on_the_chunk_size(kernel_path):
     net = build_network(ModelSpec("a", "act", 1e-4, nu=0.6, horizon=10), TrainingSettings(seed=9))
     fs = P.function_set(90, 1)
     a = evaluate(net, fs, steps=25, chunk=90)

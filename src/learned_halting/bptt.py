@@ -8,6 +8,10 @@ backward pass needs into preallocated buffers, and run backward through time wit
 per cell and step; the weight gradients of all steps are then one matrix product per weight. Autograd
 only carries these gradients from the effective step weights (:meth:`LSTMOptimizer.step_weights`) back
 to the parameters. ``tests/test_reference.py`` checks the result against plain autograd.
+
+Two implementations of the same computation: the fused C++ kernels of :mod:`kernels` (row-major,
+one call per window; used on CPUs whenever they build) and the Python one below (feature-major,
+one tensor operation at a time; GPUs, and CPUs without a C++ compiler).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
+from . import kernels
 from .networks import LSTMOptimizer
 from .problem import StudentTRegression
 from .rollout import RolloutState, features
@@ -70,22 +75,155 @@ class _Buffers:
 _BUFFERS = _Buffers()
 
 
+@dataclass
+class NativeTape:
+    """The fused kernels' record of a window of ``n`` steps, row-major (R rows, H hidden units):
+    ``x`` (n, R, in), per layer ``h``, ``c`` (n+1, R, H), ``s`` (n, R, 4H) gate activations,
+    ``tc`` (n, R, H); ``grads`` (n, B, D); ``head`` (H, 1 or 2) the update and halting weights."""
+
+    x: torch.Tensor
+    h: list[torch.Tensor]
+    c: list[torch.Tensor]
+    s: list[torch.Tensor]
+    tc: list[torch.Tensor]
+    grads: torch.Tensor
+    head: torch.Tensor
+
+
+class _NativeBuffers:
+    """Row-major tape buffers of the fused kernels, kept between windows like :class:`_Buffers`."""
+
+    def __init__(self):
+        self.key = None
+        self.capacity = 0
+        self.tensors: dict = {}
+
+    def get(self, n: int, L: int, H: int, B: int, D: int, x_dim: int) -> dict:
+        key = (L, H, B, D, x_dim)
+        if key != self.key or n > self.capacity:
+            cap = max(n, self.capacity if key == self.key else 0)
+            R = B * D
+            self.tensors = {}
+            self.tensors = {
+                "x": torch.empty(cap, R, x_dim),
+                "h": [torch.empty(cap + 1, R, H) for _ in range(L)],
+                "c": [torch.empty(cap + 1, R, H) for _ in range(L)],
+                "s": [torch.empty(cap, R, 4 * H) for _ in range(L)],
+                "tc": [torch.empty(cap, R, H) for _ in range(L)],
+                "grads": torch.empty(cap, B, D),
+                "dg": [torch.empty(cap, R, 4 * H) for _ in range(L)],
+                "d_ext": torch.empty(cap, R, H),
+            }
+            self.key, self.capacity = key, cap
+        return self.tensors
+
+
+_NATIVE_BUFFERS = _NativeBuffers()
+_NATIVE_EVAL_BUFFERS = _NativeBuffers()  # record=False: one step, kept apart from training's tape
+
+
+def _head(w_update: torch.Tensor, w_halting: tuple | None) -> torch.Tensor:
+    """(H, 1) update weights, or (H, 2) with the halting weights as the second column."""
+    if w_halting is None:
+        return w_update.detach().contiguous()
+    return torch.cat([w_update.detach(), w_halting[0].detach()], 1)
+
+
+@torch.no_grad()
+def forward_native(
+    net: LSTMOptimizer,
+    weights: tuple,
+    problem: StudentTRegression,
+    s: RolloutState,
+    steps: int,
+    record: bool = True,
+) -> tuple[NativeTape | None, torch.Tensor, torch.Tensor | None, RolloutState]:
+    """:func:`forward` by the fused kernels (CPU). With ``record=False`` (evaluation) nothing is
+    kept for a backward pass and the buffers stay the size of one step; the tape is None."""
+    op = kernels.ops()
+    cells, w_update, w_halting = weights
+    B, D = s.theta.shape
+    H, L, n = net.hidden_size, len(cells), steps
+    x_dim = 1 if net.inputs == "grad" else 2
+    pool = _NATIVE_BUFFERS if record else _NATIVE_EVAL_BUFFERS
+    buf = pool.get(n if record else 1, L, H, B, D, x_dim)
+    for k in range(L):
+        buf["h"][k][0].copy_(s.lstm[2 * k])
+        buf["c"][k][0].copy_(s.lstm[2 * k + 1])
+    # the g-gate columns scaled by 2: one sigmoid over all gates, tanh(a) = 2 sigmoid(2a) - 1
+    scale = torch.ones(4 * H)
+    scale[3 * H :] = 2.0
+    flat = []
+    for w_in, bias, w_hh in cells:
+        flat += [(w_in * scale).contiguous(), (bias * scale).contiguous(), (w_hh * scale).contiguous()]
+    head = _head(w_update, w_halting)
+    act = w_halting is not None
+    nll = torch.empty(n, B)
+    logits = torch.empty(n, B) if act else torch.empty(0)
+    theta, grad, logit = op.window_forward(
+        s.theta.detach().contiguous(), s.grad.contiguous(), problem.W, problem.y,
+        problem._a, problem.dof + 1.0, problem.constant, flat, head,
+        float(w_halting[1]) if act else 0.0, s.logit if act else torch.empty(0),
+        buf["x"], buf["h"], buf["c"], buf["s"], buf["tc"], buf["grads"], nll, logits, n, record,
+    )
+    last = n if record else n % 2
+    lstm = []
+    for k in range(L):
+        lstm += [buf["h"][k][last].clone(), buf["c"][k][last].clone()]
+    state = RolloutState(theta, grad, lstm, logit if act else None)
+    tape = None
+    if record:
+        tape = NativeTape(
+            buf["x"][:n], [b[: n + 1] for b in buf["h"]], [b[: n + 1] for b in buf["c"]],
+            [b[:n] for b in buf["s"]], [b[:n] for b in buf["tc"]], buf["grads"][:n], head,
+        )
+    return tape, nll.t().contiguous(), (logits.t().contiguous() if act else None), state
+
+
+def _backward_native(weights: tuple, tape: NativeTape, d_delta, d_increment) -> None:
+    cells, w_update, w_halting = weights
+    L, n = len(cells), tape.grads.shape[0]
+    buf = _NATIVE_BUFFERS.tensors
+    flat = [w.detach().contiguous() for cell in cells for w in cell]
+    d_inc = d_increment.contiguous() if d_increment is not None else torch.empty(0)
+    with torch.no_grad():
+        g = kernels.ops().window_backward(
+            flat, tape.head, tape.x, tape.h, tape.c, tape.s, tape.tc, d_delta.contiguous(), d_inc,
+            buf["dg"], buf["d_ext"], n,
+        )
+    tensors = [w for cell in cells for w in cell] + [w_update]
+    grads = list(g[: 3 * L]) + [g[3 * L][:, :1]]
+    if w_halting is not None:
+        tensors += [w_halting[0], w_halting[1]]
+        grads += [g[3 * L][:, 1:], g[3 * L + 1]]
+    torch.autograd.backward(tensors, grads)
+
+
 def _tanh_(x: torch.Tensor) -> torch.Tensor:
     """In place ``tanh(x) = 2 sigmoid(2x) - 1`` (sigmoid is the cheaper kernel on CPUs)."""
     return x.mul_(2.0).sigmoid_().mul_(2.0).sub_(1.0)
 
 
-@torch.no_grad()
 def forward(
     net: LSTMOptimizer, weights: tuple, problem: StudentTRegression, s: RolloutState, steps: int
-) -> tuple[Tape, torch.Tensor, torch.Tensor | None, RolloutState]:
-    """Run ``steps`` steps without autograd, recording a :class:`Tape`.
+) -> tuple[Tape | NativeTape, torch.Tensor, torch.Tensor | None, RolloutState]:
+    """Run ``steps`` steps without autograd, recording a tape for :func:`backward`.
 
     The tape lives in buffers reused by the next call: run :func:`backward` before the next forward.
+    The fused kernels run it when they serve the device (:func:`kernels.usable`), else Python.
 
     Returns the tape, the NLL (B, steps), the halting logits (B, steps) or None, and the new state
     (LSTM state in the usual (R, H) layout).
     """
+    if kernels.usable(s.theta.device):
+        return forward_native(net, weights, problem, s, steps)
+    return _forward_python(net, weights, problem, s, steps)
+
+
+@torch.no_grad()
+def _forward_python(
+    net: LSTMOptimizer, weights: tuple, problem: StudentTRegression, s: RolloutState, steps: int
+) -> tuple[Tape, torch.Tensor, torch.Tensor | None, RolloutState]:
     cells, w_update, w_halting = weights
     B, D = s.theta.shape
     R, H, n = B * D, net.hidden_size, steps
@@ -143,16 +281,20 @@ def forward(
 def backward(
     net: LSTMOptimizer,
     weights: tuple,
-    tape: Tape,
+    tape: Tape | NativeTape,
     d_delta: torch.Tensor,
     d_increment: torch.Tensor | None = None,
 ) -> None:
     """Accumulate parameter gradients (``.grad``) from the loss gradients of one window.
 
     Args:
+        tape: what :func:`forward` recorded for this window.
         d_delta: (n, R) gradient of the loss with respect to each step's updates.
         d_increment: (n, R) gradient with respect to each step's per-row halting increments.
     """
+    if isinstance(tape, NativeTape):
+        _backward_native(weights, tape, d_delta, d_increment)
+        return
     cells, w_update, w_halting = weights
     L = len(cells)
     n, H = tape.gates[0].shape[0], net.hidden_size

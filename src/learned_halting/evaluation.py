@@ -1,9 +1,10 @@
 """Evaluation of an optimizer on a fixed function set, and model selection (SPEC sections 4-5).
 
-Evaluation runs without learning, in chunks of functions sized so that the LSTM's working set stays
-in cache, and returns per function: the NLL at steps 0..S and, for act models, q(t|x,S), its mode
-step, the offline stopping step (threshold on the cumulative q), the online stopping step and the NLL
-distance ``NLL(theta_init) - NLL(theta_true)``.
+Evaluation runs without learning, by the fused kernels where they serve the device (:mod:`kernels`),
+in chunks of functions sized so that the LSTM's working set stays in cache, and returns per
+function: the NLL at steps 0..S and, for act models, q(t|x,S), its mode step, the offline stopping
+step (threshold on the cumulative q), the online stopping step and the NLL distance
+``NLL(theta_init) - NLL(theta_true)``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import math
 import numpy as np
 import torch
 
-from . import halting
+from . import bptt, halting, kernels
 from .networks import LSTMOptimizer
 from .problem import FunctionBatch, StudentTRegression
 from .rollout import start, unroll
@@ -26,7 +27,7 @@ def evaluate(
     net: LSTMOptimizer,
     functions: FunctionBatch,
     steps: int = 100,
-    chunk: int = 500,
+    chunk: int = 250,
     device: torch.device | str = "cpu",
     threshold: float = 0.9,
     online_threshold: float = 0.95,
@@ -44,7 +45,13 @@ def evaluate(
         problem = StudentTRegression.from_batch(part, device)
         theta0 = torch.from_numpy(part.theta_init).to(device)
         state = start(net, problem, theta0)
-        nll, logits, _ = unroll(net, problem, state, steps)
+        if kernels.usable(device):
+            # the fused kernels, keeping nothing for a backward pass
+            _, nll, logits, _ = bptt.forward_native(
+                net, net.step_weights(), problem, state, steps, record=False
+            )
+        else:
+            nll, logits, _ = unroll(net, problem, state, steps)
         nll0 = problem.nll(theta0)
         parts.setdefault("nll", []).append(torch.cat([nll0[:, None], nll], 1).cpu())
         if logits is not None:

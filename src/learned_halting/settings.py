@@ -122,7 +122,7 @@ class TrainingSettings:
     trajectory_gradient: str = "detached"
     device: str = "auto"
     selection_metric: str = "final_nll"
-    eval_chunk: int = 500
+    eval_chunk: int = 250
     replicates: int = 1
     threshold: float = 0.9
     online_threshold: float = 0.95

@@ -1,0 +1,321 @@
+// Fused CPU kernels of the rollout hot loop: a window of optimisation steps (every LSTM layer, the
+// update and halting heads, the optimizee's residual, NLL and closed-form gradient) and its
+// back-propagation through time, each one call from Python.
+//
+// Built and loaded by learned_halting/kernels.py; it computes what bptt.py's Python path computes.
+// Layout is row-major: row r = b * D + d (function b, coordinate d), and the gates of one row are
+// contiguous in the order (i, f, o, g). The forward gets the g-gate columns of its weights scaled
+// by 2, so that one sigmoid over all gates gives sigmoid(2 a_g) and tanh(a_g) = 2 sigmoid(2 a_g) - 1
+// (sigmoid is the cheaper kernel on CPUs). Only matrix products and sigmoids go through ATen; the
+// rest is one pass over memory per layer and step.
+//
+// Shapes (R rows, H hidden units, n window steps, B functions, D coordinates, S samples):
+//   x (n, R, in)       network input of each step (gradient, or gradient and parameter)
+//   h[k], c[k] (n+1, R, H)  LSTM state of layer k, index 0 the state before the window
+//   s[k] (n, R, 4H)    gate activations (sigmoid of i, f, o; tanh of g)
+//   tc[k] (n, R, H)    tanh of the new cell state
+//   grads (n, B, D)    optimizee gradient after each step;  nll, logits (n, B)
+// With record = false (evaluation) only slot 0 of x, s, tc and slots 0/1 of h, c are used.
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+namespace {
+
+using at::Tensor;
+
+constexpr int64_t kGrain = 64;  // rows per parallel task
+
+float* fptr(const Tensor& t) { return t.data_ptr<float>(); }
+
+// i, f, o, g activations in s (g holds sigmoid(2 a_g) on entry, tanh(a_g) on exit);
+// c_new = f * c + i * g; z = 2 c_new (sigmoid'ed next, then turned into tanh(c_new)).
+void cell_state(float* __restrict s, const float* __restrict c, float* __restrict c_new,
+                float* __restrict z, int64_t R, int64_t H) {
+  at::parallel_for(0, R, kGrain, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* __restrict si = s + r * 4 * H;
+      const float* __restrict sf = si + H;
+      float* __restrict sg = s + r * 4 * H + 3 * H;
+      const float* __restrict cr = c + r * H;
+      float* __restrict cn = c_new + r * H;
+      float* __restrict zr = z + r * H;
+#pragma GCC ivdep
+      for (int64_t j = 0; j < H; ++j) {
+        const float g = 2.f * sg[j] - 1.f;
+        sg[j] = g;
+        const float v = sf[j] * cr[j] + si[j] * g;
+        cn[j] = v;
+        zr[j] = 2.f * v;
+      }
+    }
+  });
+}
+
+// G = bias + x @ w_in for a narrow input (in = 1 or 2 features): an outer product, cheaper as a
+// loop than as a matrix product with K = in.
+void input_gates(float* __restrict G, const float* __restrict x, const float* __restrict w_in,
+                 const float* __restrict bias, int64_t R, int64_t in, int64_t G4) {
+  at::parallel_for(0, R, kGrain, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      float* __restrict gr = G + r * G4;
+      const float x0 = x[r * in];
+#pragma GCC ivdep
+      for (int64_t j = 0; j < G4; ++j) gr[j] = bias[j] + x0 * w_in[j];
+      if (in == 2) {
+        const float x1 = x[r * in + 1];
+#pragma GCC ivdep
+        for (int64_t j = 0; j < G4; ++j) gr[j] += x1 * w_in[G4 + j];
+      }
+    }
+  });
+}
+
+// tc = 2 sigmoid(2 c_new) - 1 = tanh(c_new) in place; h = o * tc.
+void cell_output(const float* __restrict s, float* __restrict tc, float* __restrict h, int64_t R,
+                 int64_t H) {
+  at::parallel_for(0, R, kGrain, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* __restrict o = s + r * 4 * H + 2 * H;
+      float* __restrict t = tc + r * H;
+      float* __restrict hr = h + r * H;
+#pragma GCC ivdep
+      for (int64_t j = 0; j < H; ++j) {
+        const float v = 2.f * t[j] - 1.f;
+        t[j] = v;
+        hr[j] = o[j] * v;
+      }
+    }
+  });
+}
+
+std::vector<Tensor> window_forward(const Tensor& theta_in, const Tensor& grad_in, const Tensor& W,
+                                   const Tensor& y, double a, double dof1, double constant,
+                                   at::TensorList cells, const Tensor& head, double halt_bias,
+                                   const Tensor& logit_in, const Tensor& x, at::TensorList h,
+                                   at::TensorList c, at::TensorList s, at::TensorList tc,
+                                   const Tensor& grads, const Tensor& nll, const Tensor& logits,
+                                   int64_t steps, bool record) {
+  const int64_t B = theta_in.size(0), D = theta_in.size(1), S = W.size(1);
+  const int64_t L = static_cast<int64_t>(h.size()), H = h[0].size(2), R = B * D;
+  const int64_t in = x.size(2), nh = head.size(1);
+  TORCH_CHECK(nh == 1 || nh == 2, "head must have 1 or 2 columns");
+  const bool act = nh == 2;
+  Tensor theta = theta_in.clone(), grad = grad_in.clone();
+  Tensor logit = act ? logit_in.clone() : Tensor();
+  Tensor out = at::empty({R, nh}, theta.options());
+  float* th = fptr(theta);
+  float* gr = fptr(grad);
+  const float* Wp = fptr(W);
+  const float* yp = fptr(y);
+  const float fa = static_cast<float>(a), fd = static_cast<float>(dof1);
+  const float fc = static_cast<float>(constant), fhb = static_cast<float>(halt_bias);
+  for (int64_t t = 0; t < steps; ++t) {
+    const int64_t ts = record ? t : 0;                 // slot of x, s, tc
+    const int64_t hp = record ? t : t % 2;             // slot of the previous h, c
+    const int64_t hn = record ? t + 1 : (t + 1) % 2;   // slot of the new h, c
+    Tensor xt = x[ts];
+    float* xp = fptr(xt);
+    if (in == 1) {
+      std::memcpy(xp, gr, sizeof(float) * R);
+    } else {
+      for (int64_t r = 0; r < R; ++r) {
+        xp[2 * r] = gr[r];
+        xp[2 * r + 1] = th[r];
+      }
+    }
+    Tensor inp = xt;
+    for (int64_t k = 0; k < L; ++k) {
+      Tensor G = s[k][ts];
+      if (k == 0 && in <= 2) {
+        input_gates(fptr(G), fptr(inp), fptr(cells[0]), fptr(cells[1]), R, in, 4 * H);
+      } else {
+        at::addmm_out(G, cells[3 * k + 1], inp, cells[3 * k]);
+      }
+      G.addmm_(h[k][hp], cells[3 * k + 2]);
+      G.sigmoid_();
+      Tensor Z = tc[k][ts];
+      Tensor h_new = h[k][hn];
+      cell_state(fptr(G), fptr(c[k][hp]), fptr(c[k][hn]), fptr(Z), R, H);
+      Z.sigmoid_();
+      cell_output(fptr(G), fptr(Z), fptr(h_new), R, H);
+      inp = h_new;
+    }
+    at::mm_out(out, inp, head);
+    const float* op = fptr(out);
+    Tensor nll_t = nll[t];
+    Tensor grads_t = grads[ts];
+    float* nllp = fptr(nll_t);
+    float* gsp = fptr(grads_t);
+    float* lg = act ? fptr(logit) : nullptr;
+    float* lgs = nullptr;
+    if (act) {
+      Tensor logits_t = logits[t];
+      lgs = fptr(logits_t);
+    }
+    at::parallel_for(0, B, 8, [&](int64_t b0, int64_t b1) {
+      std::vector<float> psi(S);
+      for (int64_t b = b0; b < b1; ++b) {
+        float* tb = th + b * D;
+        float inc = 0.f;
+        for (int64_t d = 0; d < D; ++d) {
+          tb[d] -= op[(b * D + d) * nh];
+          if (act) inc += op[(b * D + d) * nh + 1];
+        }
+        float acc = 0.f;
+        for (int64_t si = 0; si < S; ++si) {
+          const float* w = Wp + (b * S + si) * D;
+          float dot = 0.f;
+          for (int64_t d = 0; d < D; ++d) dot += w[d] * tb[d];
+          const float r = yp[b * S + si] - dot;
+          acc += std::log1p(r * r / fa);
+          psi[si] = fd * r / (fa + r * r);
+        }
+        nllp[b] = 0.5f * fd * acc + fc;
+        for (int64_t d = 0; d < D; ++d) {
+          float v = 0.f;
+          for (int64_t si = 0; si < S; ++si) v += psi[si] * Wp[(b * S + si) * D + d];
+          gr[b * D + d] = -v;
+          gsp[b * D + d] = -v;
+        }
+        if (act) {
+          lg[b] += inc / static_cast<float>(D) + fhb;
+          lgs[b] = lg[b];
+        }
+      }
+    });
+  }
+  return {theta, grad, act ? logit : at::empty({0}, theta.options())};
+}
+
+// One layer and step of the backward pass: gate gradients dg (R, 4H) from dh = ext + dh_rec and
+// the carried dc_rec, which becomes dc * f.
+template <bool kTop, bool kAct>
+void cell_backward(const float* __restrict s, const float* __restrict tc, const float* __restrict c,
+                   const float* __restrict ext, const float* __restrict d_delta,
+                   const float* __restrict d_inc, const float* __restrict u,
+                   const float* __restrict w_halt, const float* __restrict dh_rec,
+                   float* __restrict dc_rec, float* __restrict dg, int64_t R, int64_t H) {
+  at::parallel_for(0, R, kGrain, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      // one restrict pointer per gate block: no aliasing, so the loop over j vectorizes
+      const float* __restrict si = s + r * 4 * H;
+      const float* __restrict sf = si + H;
+      const float* __restrict so = si + 2 * H;
+      const float* __restrict sg = si + 3 * H;
+      float* __restrict gi = dg + r * 4 * H;
+      float* __restrict gf = gi + H;
+      float* __restrict go = gi + 2 * H;
+      float* __restrict gg = gi + 3 * H;
+      const float* __restrict tr = tc + r * H;
+      const float* __restrict cr = c + r * H;
+      const float* __restrict hr = dh_rec + r * H;
+      float* __restrict dcr = dc_rec + r * H;
+      const float dd = kTop ? d_delta[r] : 0.f;
+      const float di = kAct ? d_inc[r] : 0.f;
+      const float* __restrict er = kTop ? nullptr : ext + r * H;
+#pragma GCC ivdep
+      for (int64_t j = 0; j < H; ++j) {
+        float dh = hr[j];
+        if constexpr (kTop) {
+          dh += dd * u[j];
+          if constexpr (kAct) dh += di * w_halt[j];
+        } else {
+          dh += er[j];
+        }
+        const float i = si[j], f = sf[j], o = so[j], g = sg[j], t = tr[j];
+        const float dc = dcr[j] + dh * o * (1.f - t * t);
+        gi[j] = dc * g * (i - i * i);
+        gf[j] = dc * cr[j] * (f - f * f);
+        go[j] = dh * t * (o - o * o);
+        gg[j] = dc * i * (1.f - g * g);
+        dcr[j] = dc * f;
+      }
+    }
+  });
+}
+
+// Gradients of one window's loss with respect to the step weights, from d_delta (n, R) (and
+// d_inc (n, R) for act models: the gradient with respect to each row's halting increment).
+// cells are the unscaled step weights [w_in (in, 4H), bias (4H), w_hh (H, 4H)] per layer.
+// Returns per layer the gradients of w_in, bias, w_hh, then of head (H, nh), then (act models) of
+// the halting bias (1,).
+std::vector<Tensor> window_backward(at::TensorList cells, const Tensor& head, const Tensor& x,
+                                    at::TensorList h, at::TensorList c, at::TensorList s,
+                                    at::TensorList tc, const Tensor& d_delta,
+                                    const Tensor& d_inc, at::TensorList dg, const Tensor& d_ext,
+                                    int64_t steps) {
+  const int64_t L = static_cast<int64_t>(h.size()), H = h[0].size(2), R = h[0].size(1);
+  const int64_t n = steps, nh = head.size(1);
+  const bool act = nh == 2;
+  std::vector<Tensor> out;
+  Tensor dh_rec = at::empty({R, H}, d_delta.options());
+  Tensor dc_rec = at::empty({R, H}, d_delta.options());
+  Tensor head_t = head.t().contiguous();  // (nh, H): column u, then w_halt
+  const float* u = fptr(head_t);
+  const float* w_halt = act ? u + H : nullptr;
+  std::vector<Tensor> layer_grads(3 * L);
+  for (int64_t k = L - 1; k >= 0; --k) {
+    dh_rec.zero_();
+    dc_rec.zero_();
+    const bool top = k == L - 1;
+    for (int64_t t = n - 1; t >= 0; --t) {
+      Tensor dg_t = dg[k][t];
+      const float* sp = fptr(s[k][t]);
+      const float* tp = fptr(tc[k][t]);
+      const float* cp = fptr(c[k][t]);
+      if (top && act) {
+        cell_backward<true, true>(sp, tp, cp, nullptr, fptr(d_delta[t]), fptr(d_inc[t]), u, w_halt,
+                                  fptr(dh_rec), fptr(dc_rec), fptr(dg_t), R, H);
+      } else if (top) {
+        cell_backward<true, false>(sp, tp, cp, nullptr, fptr(d_delta[t]), nullptr, u, nullptr,
+                                   fptr(dh_rec), fptr(dc_rec), fptr(dg_t), R, H);
+      } else {
+        cell_backward<false, false>(sp, tp, cp, fptr(d_ext[t]), nullptr, nullptr, nullptr, nullptr,
+                                    fptr(dh_rec), fptr(dc_rec), fptr(dg_t), R, H);
+      }
+      at::mm_out(dh_rec, dg_t, cells[3 * k + 2].t());
+      if (k > 0) {
+        Tensor ext_t = d_ext[t];
+        at::mm_out(ext_t, dg_t, cells[3 * k].t());
+      }
+    }
+    // weight gradients summed over steps: one batched product per weight, step-sized blocks
+    Tensor dgk = dg[k].narrow(0, 0, n);                                        // (n, R, 4H)
+    Tensor ink = k == 0 ? x.narrow(0, 0, n) : h[k - 1].narrow(0, 1, n);        // (n, R, in)
+    layer_grads[3 * k] = at::bmm(ink.transpose(1, 2), dgk).sum(0);
+    layer_grads[3 * k + 1] = dgk.sum(at::IntArrayRef{0, 1});
+    layer_grads[3 * k + 2] = at::bmm(h[k].narrow(0, 0, n).transpose(1, 2), dgk).sum(0);
+  }
+  out = layer_grads;
+  Tensor top_h = h[L - 1].narrow(0, 1, n);                                     // (n, R, H)
+  Tensor dcol = act ? at::stack({d_delta.narrow(0, 0, n), d_inc.narrow(0, 0, n)}, 2)
+                    : d_delta.narrow(0, 0, n).unsqueeze(2);                    // (n, R, nh)
+  out.push_back(at::bmm(top_h.transpose(1, 2), dcol).sum(0));                  // (H, nh)
+  if (act) out.push_back(d_inc.narrow(0, 0, n).sum().reshape({1}));
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY(learned_halting, m) {
+  m.def(
+      "window_forward(Tensor theta, Tensor grad, Tensor W, Tensor y, float a, float dof1, "
+      "float constant, Tensor[] cells, Tensor head, float halt_bias, Tensor logit, Tensor(a!) x, "
+      "Tensor(b!)[] h, Tensor(c!)[] c, Tensor(d!)[] s, Tensor(e!)[] tc, Tensor(f!) grads, "
+      "Tensor(g!) nll, Tensor(h!) logits, int steps, bool record) -> Tensor[]");
+  m.def(
+      "window_backward(Tensor[] cells, Tensor head, Tensor x, Tensor[] h, Tensor[] c, Tensor[] s, "
+      "Tensor[] tc, Tensor d_delta, Tensor d_inc, Tensor(a!)[] dg, Tensor(b!) d_ext, int steps) "
+      "-> Tensor[]");
+}
+
+TORCH_LIBRARY_IMPL(learned_halting, CPU, m) {
+  m.impl("window_forward", &window_forward);
+  m.impl("window_backward", &window_backward);
+}
