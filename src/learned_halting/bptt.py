@@ -161,7 +161,8 @@ def forward_native(
     nll = torch.empty(n, B)
     logits = torch.empty(n, B) if act else torch.empty(0)
     theta, grad, logit = op.window_forward(
-        s.theta.detach().contiguous(), s.grad.contiguous(), problem.W, problem.y,
+        s.theta.detach().contiguous(), s.grad.contiguous(), problem.W.contiguous(),
+        problem.y.contiguous(),
         problem._a, problem.dof + 1.0, problem.constant, flat, head,
         float(w_halting[1]) if act else 0.0, s.logit if act else torch.empty(0),
         buf["x"], buf["h"], buf["c"], buf["s"], buf["tc"], buf["grads"], nll, logits, n, record,

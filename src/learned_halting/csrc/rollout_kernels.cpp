@@ -5,9 +5,8 @@
 // Built and loaded by learned_halting/kernels.py; it computes what bptt.py's Python path computes.
 // Layout is row-major: row r = b * D + d (function b, coordinate d), and the gates of one row are
 // contiguous in the order (i, f, o, g). The forward gets the g-gate columns of its weights scaled
-// by 2, so that one sigmoid over all gates gives sigmoid(2 a_g) and tanh(a_g) = 2 sigmoid(2 a_g) - 1
-// (sigmoid is the cheaper kernel on CPUs). Only matrix products and sigmoids go through ATen; the
-// rest is one pass over memory per layer and step.
+// by 2, so that one sigmoid serves all gates: tanh(a_g) = 2 sigmoid(2 a_g) - 1. Matrix products go
+// through ATen (MKL); everything else is one vectorized pass over memory per layer and step.
 //
 // Shapes (R rows, H hidden units, n window steps, B functions, D coordinates, S samples):
 //   x (n, R, in)       network input of each step (gradient, or gradient and parameter)
@@ -21,7 +20,9 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <bit>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <vector>
 
@@ -33,25 +34,60 @@ constexpr int64_t kGrain = 64;  // rows per parallel task
 
 float* fptr(const Tensor& t) { return t.data_ptr<float>(); }
 
-// i, f, o, g activations in s (g holds sigmoid(2 a_g) on entry, tanh(a_g) on exit);
-// c_new = f * c + i * g; z = 2 c_new (sigmoid'ed next, then turned into tanh(c_new)).
-void cell_state(float* __restrict s, const float* __restrict c, float* __restrict c_new,
-                float* __restrict z, int64_t R, int64_t H) {
-  at::parallel_for(0, R, kGrain, [&](int64_t r0, int64_t r1) {
+// sigmoid(x) = 1 / (1 + exp(-x)) in plain arithmetic that the compiler vectorizes: exp by range
+// reduction to |r| <= ln(2)/2 and a degree-7 Taylor polynomial (relative error ~1e-7), 2^n built in
+// the exponent bits. Agrees with torch.sigmoid to a few float32 ulps.
+inline float sigmoid(float x) {
+  float z = -x;
+  z = z < -87.0f ? -87.0f : z;  // exp(z) stays a normal float
+  z = z > 88.0f ? 88.0f : z;
+  const float n = (z * 1.44269504089f + 12582912.0f) - 12582912.0f;  // round to nearest
+  const float r = (z - n * 0.693359375f) - n * -2.12194440e-4f;         // z - n ln2, two parts
+  float p = 1.0f / 5040.0f;
+  p = p * r + 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const float scale = std::bit_cast<float>((static_cast<int32_t>(n) + 127) << 23);
+  return 1.0f / (1.0f + p * scale);
+}
+
+// The pointwise part of one LSTM cell in one pass: gate pre-activations G (g scaled by 2), plus
+// bias (4H) unless null, become the activations [sigmoid(i, f, o), tanh(g)] in place;
+// c_new = f c + i g, tc = tanh(c_new), h = o tc.
+void cell_forward(float* __restrict G, const float* __restrict bias, const float* __restrict c,
+                  float* __restrict c_new, float* __restrict tc, float* __restrict h, int64_t R,
+                  int64_t H) {
+  at::parallel_for(0, R, kGrain / 2, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
-      const float* __restrict si = s + r * 4 * H;
-      const float* __restrict sf = si + H;
-      float* __restrict sg = s + r * 4 * H + 3 * H;
+      float* __restrict gi = G + r * 4 * H;
+      float* __restrict gf = gi + H;
+      float* __restrict go = gi + 2 * H;
+      float* __restrict gg = gi + 3 * H;
       const float* __restrict cr = c + r * H;
       float* __restrict cn = c_new + r * H;
-      float* __restrict zr = z + r * H;
+      float* __restrict tr = tc + r * H;
+      float* __restrict hr = h + r * H;
+      if (bias != nullptr) {
+#pragma GCC ivdep
+        for (int64_t j = 0; j < 4 * H; ++j) gi[j] += bias[j];
+      }
 #pragma GCC ivdep
       for (int64_t j = 0; j < H; ++j) {
-        const float g = 2.f * sg[j] - 1.f;
-        sg[j] = g;
-        const float v = sf[j] * cr[j] + si[j] * g;
+        const float i = sigmoid(gi[j]), f = sigmoid(gf[j]), o = sigmoid(go[j]);
+        const float g = 2.f * sigmoid(gg[j]) - 1.f;
+        const float v = f * cr[j] + i * g;
+        const float t = 2.f * sigmoid(2.f * v) - 1.f;
+        gi[j] = i;
+        gf[j] = f;
+        go[j] = o;
+        gg[j] = g;
         cn[j] = v;
-        zr[j] = 2.f * v;
+        tr[j] = t;
+        hr[j] = o * t;
       }
     }
   });
@@ -71,24 +107,6 @@ void input_gates(float* __restrict G, const float* __restrict x, const float* __
         const float x1 = x[r * in + 1];
 #pragma GCC ivdep
         for (int64_t j = 0; j < G4; ++j) gr[j] += x1 * w_in[G4 + j];
-      }
-    }
-  });
-}
-
-// tc = 2 sigmoid(2 c_new) - 1 = tanh(c_new) in place; h = o * tc.
-void cell_output(const float* __restrict s, float* __restrict tc, float* __restrict h, int64_t R,
-                 int64_t H) {
-  at::parallel_for(0, R, kGrain, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      const float* __restrict o = s + r * 4 * H + 2 * H;
-      float* __restrict t = tc + r * H;
-      float* __restrict hr = h + r * H;
-#pragma GCC ivdep
-      for (int64_t j = 0; j < H; ++j) {
-        const float v = 2.f * t[j] - 1.f;
-        t[j] = v;
-        hr[j] = o[j] * v;
       }
     }
   });
@@ -132,18 +150,17 @@ std::vector<Tensor> window_forward(const Tensor& theta_in, const Tensor& grad_in
     Tensor inp = xt;
     for (int64_t k = 0; k < L; ++k) {
       Tensor G = s[k][ts];
+      const float* bias = nullptr;  // added by cell_forward when not already in G
       if (k == 0 && in <= 2) {
         input_gates(fptr(G), fptr(inp), fptr(cells[0]), fptr(cells[1]), R, in, 4 * H);
       } else {
-        at::addmm_out(G, cells[3 * k + 1], inp, cells[3 * k]);
+        at::mm_out(G, inp, cells[3 * k]);
+        bias = fptr(cells[3 * k + 1]);
       }
       G.addmm_(h[k][hp], cells[3 * k + 2]);
-      G.sigmoid_();
-      Tensor Z = tc[k][ts];
       Tensor h_new = h[k][hn];
-      cell_state(fptr(G), fptr(c[k][hp]), fptr(c[k][hn]), fptr(Z), R, H);
-      Z.sigmoid_();
-      cell_output(fptr(G), fptr(Z), fptr(h_new), R, H);
+      cell_forward(fptr(G), bias, fptr(c[k][hp]), fptr(c[k][hn]), fptr(tc[k][ts]), fptr(h_new), R,
+                   H);
       inp = h_new;
     }
     at::mm_out(out, inp, head);
