@@ -116,3 +116,14 @@ def test_the_library_is_cached_per_source_and_cpu(monkeypatch, tmp_path):
     assert path.parent == tmp_path and path.name.startswith("rollout_kernels-")
     monkeypatch.setattr(kernels, "_cpu_identity", lambda: "another cpu")
     assert kernels.library_path() != path
+
+
+def test_a_library_that_does_not_load_means_the_python_path(tmp_path, monkeypatch, caplog):
+    """A corrupt file where the cached library should be (a disk error, another machine's build)."""
+    monkeypatch.setenv("LEARNED_HALTING_CACHE", str(tmp_path))
+    kernels.library_path().write_bytes(b"not a shared library")
+    monkeypatch.setattr(kernels, "_state", {})
+    monkeypatch.setenv("LEARNED_HALTING_KERNELS", "auto")
+    with caplog.at_level(logging.WARNING, logger="learned_halting.kernels"):
+        assert kernels.ops() is None
+    assert "using the Python path: loading" in caplog.text

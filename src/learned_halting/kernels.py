@@ -75,13 +75,15 @@ def _compiler() -> str:
 
 
 def _flags() -> list[str]:
-    from torch.utils import cpp_extension
-
-    torch_lib = str(Path(torch.__file__).parent / "lib")
+    # torch's headers and libraries, found beside the package (torch.utils.cpp_extension would
+    # need setuptools, which not every environment has)
+    torch_dir = Path(torch.__file__).parent
+    torch_lib = str(torch_dir / "lib")
     abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
     flags = ["-O3", "-march=native", "-std=c++20", "-fPIC", "-shared", "-fopenmp",
              f"-D_GLIBCXX_USE_CXX11_ABI={abi}", "-w"]
-    flags += [f"-isystem{p}" for p in cpp_extension.include_paths()]
+    include = torch_dir / "include"
+    flags += [f"-isystem{include}", f"-isystem{include / 'torch' / 'csrc' / 'api' / 'include'}"]
     # torch's own OpenMP runtime (libgomp.so.1 in torch/lib) is the one already loaded
     flags += [f"-L{torch_lib}", f"-Wl,-rpath,{torch_lib}", "-lc10", "-ltorch_cpu"]
     return flags
@@ -137,7 +139,7 @@ def ops():
         return None
     try:
         _state["ops"] = _load()
-    except (KernelBuildError, OSError) as e:
+    except Exception as e:  # any failure to build or load: the Python path (or, native, an error)
         _state["error"] = str(e)
         if m == "native":
             raise KernelBuildError(f"{e} (LEARNED_HALTING_KERNELS=native)") from None
