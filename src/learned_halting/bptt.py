@@ -46,33 +46,54 @@ class Tape:
 
 class _Buffers:
     """Tape buffers kept between windows: allocating (and first touching) tens of megabytes per
-    window costs more than the window's arithmetic. One set per shape; grown when a longer window
-    (a larger stochastic horizon) comes."""
+    window costs more than the window's arithmetic. ``make(capacity, *shape)`` allocates one set;
+    a new set replaces it when the shape changes or a longer window (a larger stochastic horizon)
+    comes."""
 
-    def __init__(self):
+    def __init__(self, make):
+        self.make = make
         self.key = None
         self.capacity = 0
         self.tensors: dict = {}
 
-    def get(self, n: int, L: int, H: int, R: int, x_dim: int, device) -> dict:
-        key = (L, H, R, x_dim, str(device))
-        if key != self.key or n > self.capacity:
-            cap = max(n, self.capacity if key == self.key else 0)
+    def get(self, n: int, *shape) -> dict:
+        if shape != self.key or n > self.capacity:
+            cap = max(n, self.capacity if shape == self.key else 0)
             self.tensors = {}  # free the old set first
-            self.tensors = {
-                "h": [torch.empty(cap + 1, H, R, device=device) for _ in range(L)],
-                "c": [torch.empty(cap + 1, H, R, device=device) for _ in range(L)],
-                "gates": [torch.empty(cap, 4 * H, R, device=device) for _ in range(L)],
-                "d_gates": [torch.empty(cap, 4 * H, R, device=device) for _ in range(L)],
-                "tanh_c": [torch.empty(cap, H, R, device=device) for _ in range(L)],
-                "x": torch.empty(cap, x_dim, R, device=device),
-                "d_ext": [torch.empty(cap, H, R, device=device) for _ in range(L)],
-            }
-            self.key, self.capacity = key, cap
+            self.tensors = self.make(cap, *shape)
+            self.key, self.capacity = shape, cap
         return self.tensors
 
 
-_BUFFERS = _Buffers()
+def _feature_major(cap: int, L: int, H: int, R: int, x_dim: int, device) -> dict:
+    """Buffers of the Python path: (steps, features, rows)."""
+    return {
+        "h": [torch.empty(cap + 1, H, R, device=device) for _ in range(L)],
+        "c": [torch.empty(cap + 1, H, R, device=device) for _ in range(L)],
+        "gates": [torch.empty(cap, 4 * H, R, device=device) for _ in range(L)],
+        "d_gates": [torch.empty(cap, 4 * H, R, device=device) for _ in range(L)],
+        "tanh_c": [torch.empty(cap, H, R, device=device) for _ in range(L)],
+        "x": torch.empty(cap, x_dim, R, device=device),
+        "d_ext": [torch.empty(cap, H, R, device=device) for _ in range(L)],
+    }
+
+
+def _row_major(cap: int, L: int, H: int, B: int, D: int, x_dim: int) -> dict:
+    """Buffers of the fused kernels (CPU): (steps, rows, features)."""
+    R = B * D
+    return {
+        "x": torch.empty(cap, R, x_dim),
+        "h": [torch.empty(cap + 1, R, H) for _ in range(L)],
+        "c": [torch.empty(cap + 1, R, H) for _ in range(L)],
+        "s": [torch.empty(cap, R, 4 * H) for _ in range(L)],
+        "tc": [torch.empty(cap, R, H) for _ in range(L)],
+        "grads": torch.empty(cap, B, D),
+        "dg": [torch.empty(cap, R, 4 * H) for _ in range(L)],
+        "d_ext": torch.empty(cap, R, H),
+    }
+
+
+_BUFFERS = _Buffers(_feature_major)
 
 
 @dataclass
@@ -90,36 +111,8 @@ class NativeTape:
     head: torch.Tensor
 
 
-class _NativeBuffers:
-    """Row-major tape buffers of the fused kernels, kept between windows like :class:`_Buffers`."""
-
-    def __init__(self):
-        self.key = None
-        self.capacity = 0
-        self.tensors: dict = {}
-
-    def get(self, n: int, L: int, H: int, B: int, D: int, x_dim: int) -> dict:
-        key = (L, H, B, D, x_dim)
-        if key != self.key or n > self.capacity:
-            cap = max(n, self.capacity if key == self.key else 0)
-            R = B * D
-            self.tensors = {}
-            self.tensors = {
-                "x": torch.empty(cap, R, x_dim),
-                "h": [torch.empty(cap + 1, R, H) for _ in range(L)],
-                "c": [torch.empty(cap + 1, R, H) for _ in range(L)],
-                "s": [torch.empty(cap, R, 4 * H) for _ in range(L)],
-                "tc": [torch.empty(cap, R, H) for _ in range(L)],
-                "grads": torch.empty(cap, B, D),
-                "dg": [torch.empty(cap, R, 4 * H) for _ in range(L)],
-                "d_ext": torch.empty(cap, R, H),
-            }
-            self.key, self.capacity = key, cap
-        return self.tensors
-
-
-_NATIVE_BUFFERS = _NativeBuffers()
-_NATIVE_EVAL_BUFFERS = _NativeBuffers()  # record=False: one step, kept apart from training's tape
+_NATIVE_BUFFERS = _Buffers(_row_major)
+_NATIVE_EVAL_BUFFERS = _Buffers(_row_major)  # record=False: one step, kept apart from training's tape
 
 
 def _head(w_update: torch.Tensor, w_halting: tuple | None) -> torch.Tensor:

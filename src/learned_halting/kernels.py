@@ -8,7 +8,7 @@ layer and step. They compute what the Python path of :mod:`bptt` computes; ``tes
 checks both against the straightforward reference, ``tests/test_kernels.py`` against autograd.
 
 The library is compiled once per source, torch version and CPU type with the machine's C++ compiler
-(``$CXX``, else ``c++``; about 30 s) into ``$LEARNED_HALTING_CACHE`` (default
+(``$CXX``, else ``c++``; 10-20 s on the development machine) into ``$LEARNED_HALTING_CACHE`` (default
 ``~/.cache/learned_halting``), written to a temporary file and renamed, so that concurrent jobs
 never load a half-written library. ``LEARNED_HALTING_KERNELS`` chooses: ``auto`` (default: the
 kernels when they build, else the Python path with one warning), ``python`` (never build) or
@@ -151,9 +151,3 @@ def ops():
 def usable(device: torch.device | str) -> bool:
     """True when the kernels serve tensors on ``device`` (CPU only)."""
     return torch.device(device).type == "cpu" and ops() is not None
-
-
-def reset() -> None:
-    """Forget a failed build, so that the next :func:`ops` tries again (a loaded library stays
-    loaded: torch cannot unload it)."""
-    _state.pop("error", None)
