@@ -88,8 +88,6 @@ def _row_major(cap: int, L: int, H: int, B: int, D: int, x_dim: int) -> dict:
         "s": [torch.empty(cap, R, 4 * H) for _ in range(L)],
         "tc": [torch.empty(cap, R, H) for _ in range(L)],
         "grads": torch.empty(cap, B, D),
-        "dg": [torch.empty(cap, R, 4 * H) for _ in range(L)],
-        "d_ext": torch.empty(cap, R, H),
     }
 
 
@@ -177,13 +175,11 @@ def forward_native(
 def _backward_native(weights: tuple, tape: NativeTape, d_delta, d_increment) -> None:
     cells, w_update, w_halting = weights
     L, n = len(cells), tape.grads.shape[0]
-    buf = _NATIVE_BUFFERS.tensors
     flat = [w.detach().contiguous() for cell in cells for w in cell]
     d_inc = d_increment.contiguous() if d_increment is not None else torch.empty(0)
     with torch.no_grad():
         g = kernels.ops().window_backward(
-            flat, tape.head, tape.x, tape.h, tape.c, tape.s, tape.tc, d_delta.contiguous(), d_inc,
-            buf["dg"], buf["d_ext"], n,
+            flat, tape.head, tape.x, tape.h, tape.c, tape.s, tape.tc, d_delta.contiguous(), d_inc, n
         )
     tensors = [w for cell in cells for w in cell] + [w_update]
     grads = list(g[: 3 * L]) + [g[3 * L][:, :1]]

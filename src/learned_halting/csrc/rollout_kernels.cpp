@@ -20,6 +20,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstdint>
@@ -29,8 +30,6 @@
 namespace {
 
 using at::Tensor;
-
-constexpr int64_t kGrain = 64;  // rows per parallel task
 
 float* fptr(const Tensor& t) { return t.data_ptr<float>(); }
 
@@ -55,61 +54,83 @@ inline float sigmoid(float x) {
   return 1.0f / (1.0f + p * scale);
 }
 
-// The pointwise part of one LSTM cell in one pass: gate pre-activations G (g scaled by 2), plus
-// bias (4H) unless null, become the activations [sigmoid(i, f, o), tanh(g)] in place;
-// c_new = f c + i g, tc = tanh(c_new), h = o tc.
-void cell_forward(float* __restrict G, const float* __restrict bias, const float* __restrict c,
-                  float* __restrict c_new, float* __restrict tc, float* __restrict h, int64_t R,
-                  int64_t H) {
-  at::parallel_for(0, R, kGrain / 2, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      float* __restrict gi = G + r * 4 * H;
-      float* __restrict gf = gi + H;
-      float* __restrict go = gi + 2 * H;
-      float* __restrict gg = gi + 3 * H;
-      const float* __restrict cr = c + r * H;
-      float* __restrict cn = c_new + r * H;
-      float* __restrict tr = tc + r * H;
-      float* __restrict hr = h + r * H;
-      if (bias != nullptr) {
+// The pointwise part of one LSTM cell in one pass: gate pre-activations G plus bias (4H; both
+// with the g gate scaled by 2) become the activations [sigmoid(i, f, o), tanh(g)], stored to act
+// when kRecord; c_new = f c + i g, tc = tanh(c_new) (stored when kRecord), h = o tc.
+template <bool kRecord>
+void cell_forward(const float* __restrict G, const float* __restrict bias,
+                  const float* __restrict c, float* __restrict act, float* __restrict c_new,
+                  float* __restrict tc, float* __restrict h, int64_t R, int64_t H) {
+  for (int64_t r = 0; r < R; ++r) {
+    const float* __restrict gi = G + r * 4 * H;
+    const float* __restrict gf = gi + H;
+    const float* __restrict go = gi + 2 * H;
+    const float* __restrict gg = gi + 3 * H;
+    const float* __restrict cr = c + r * H;
+    float* __restrict cn = c_new + r * H;
+    float* __restrict hr = h + r * H;
+    float* __restrict ai = kRecord ? act + r * 4 * H : nullptr;
+    float* __restrict tr = kRecord ? tc + r * H : nullptr;
 #pragma GCC ivdep
-        for (int64_t j = 0; j < 4 * H; ++j) gi[j] += bias[j];
-      }
-#pragma GCC ivdep
-      for (int64_t j = 0; j < H; ++j) {
-        const float i = sigmoid(gi[j]), f = sigmoid(gf[j]), o = sigmoid(go[j]);
-        const float g = 2.f * sigmoid(gg[j]) - 1.f;
-        const float v = f * cr[j] + i * g;
-        const float t = 2.f * sigmoid(2.f * v) - 1.f;
-        gi[j] = i;
-        gf[j] = f;
-        go[j] = o;
-        gg[j] = g;
-        cn[j] = v;
+    for (int64_t j = 0; j < H; ++j) {
+      const float i = sigmoid(gi[j] + bias[j]);
+      const float f = sigmoid(gf[j] + bias[H + j]);
+      const float o = sigmoid(go[j] + bias[2 * H + j]);
+      const float g = 2.f * sigmoid(gg[j] + bias[3 * H + j]) - 1.f;
+      const float v = f * cr[j] + i * g;
+      const float t = 2.f * sigmoid(2.f * v) - 1.f;
+      if constexpr (kRecord) {
+        ai[j] = i;
+        ai[H + j] = f;
+        ai[2 * H + j] = o;
+        ai[3 * H + j] = g;
         tr[j] = t;
-        hr[j] = o * t;
       }
+      cn[j] = v;
+      hr[j] = o * t;
     }
-  });
+  }
 }
 
-// G = bias + x @ w_in for a narrow input (in = 1 or 2 features): an outer product, cheaper as a
-// loop than as a matrix product with K = in.
+// G = x @ w_in for a narrow input (in = 1 or 2 features): an outer product, cheaper as a loop
+// than as a matrix product with K = in.
 void input_gates(float* __restrict G, const float* __restrict x, const float* __restrict w_in,
-                 const float* __restrict bias, int64_t R, int64_t in, int64_t G4) {
-  at::parallel_for(0, R, kGrain, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      float* __restrict gr = G + r * G4;
-      const float x0 = x[r * in];
+                 int64_t R, int64_t in, int64_t G4) {
+  for (int64_t r = 0; r < R; ++r) {
+    float* __restrict gr = G + r * G4;
+    const float x0 = x[r * in];
 #pragma GCC ivdep
-      for (int64_t j = 0; j < G4; ++j) gr[j] = bias[j] + x0 * w_in[j];
-      if (in == 2) {
-        const float x1 = x[r * in + 1];
+    for (int64_t j = 0; j < G4; ++j) gr[j] = x0 * w_in[j];
+    if (in == 2) {
+      const float x1 = x[r * in + 1];
 #pragma GCC ivdep
-        for (int64_t j = 0; j < G4; ++j) gr[j] += x1 * w_in[G4 + j];
-      }
+      for (int64_t j = 0; j < G4; ++j) gr[j] += x1 * w_in[G4 + j];
     }
-  });
+  }
+}
+
+// d_w_in += x^T dg for a narrow input (in = 1 or 2 features), dg (R, G4).
+void input_weight_grad(float* __restrict d_w_in, const float* __restrict x,
+                       const float* __restrict dg, int64_t R, int64_t in, int64_t G4) {
+  for (int64_t r = 0; r < R; ++r) {
+    const float* __restrict dr = dg + r * G4;
+    for (int64_t m = 0; m < in; ++m) {
+      const float xm = x[r * in + m];
+      float* __restrict wm = d_w_in + m * G4;
+#pragma GCC ivdep
+      for (int64_t j = 0; j < G4; ++j) wm[j] += xm * dr[j];
+    }
+  }
+}
+
+// Rows of functions [b0, b1) never meet rows of other functions before the weight gradients, so
+// each thread runs a whole window on its own block of functions, with single-threaded matrix
+// products and no synchronisation between steps: at these sizes (a few hundred rows per product)
+// one barrier per operation costs more than the work it shares.
+template <typename F>
+void for_function_blocks(int64_t B, const F& f) {
+  const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+  at::parallel_for(0, B, (B + threads - 1) / threads, f);
 }
 
 std::vector<Tensor> window_forward(const Tensor& theta_in, const Tensor& grad_in, const Tensor& W,
@@ -131,58 +152,64 @@ std::vector<Tensor> window_forward(const Tensor& theta_in, const Tensor& grad_in
   float* gr = fptr(grad);
   const float* Wp = fptr(W);
   const float* yp = fptr(y);
+  float* lg = act ? fptr(logit) : nullptr;
   const float fa = static_cast<float>(a), fd = static_cast<float>(dof1);
   const float fc = static_cast<float>(constant), fhb = static_cast<float>(halt_bias);
-  for (int64_t t = 0; t < steps; ++t) {
-    const int64_t ts = record ? t : 0;                 // slot of x, s, tc
-    const int64_t hp = record ? t : t % 2;             // slot of the previous h, c
-    const int64_t hn = record ? t + 1 : (t + 1) % 2;   // slot of the new h, c
-    Tensor xt = x[ts];
-    float* xp = fptr(xt);
-    if (in == 1) {
-      std::memcpy(xp, gr, sizeof(float) * R);
-    } else {
-      for (int64_t r = 0; r < R; ++r) {
-        xp[2 * r] = gr[r];
-        xp[2 * r + 1] = th[r];
-      }
-    }
-    Tensor inp = xt;
-    for (int64_t k = 0; k < L; ++k) {
-      Tensor G = s[k][ts];
-      const float* bias = nullptr;  // added by cell_forward when not already in G
-      if (k == 0 && in <= 2) {
-        input_gates(fptr(G), fptr(inp), fptr(cells[0]), fptr(cells[1]), R, in, 4 * H);
+  for_function_blocks(B, [&](int64_t b0, int64_t b1) {
+    const int64_t r0 = b0 * D, rn = (b1 - b0) * D;
+    auto rows = [&](const Tensor& t) { return t.narrow(0, r0, rn); };
+    std::vector<float> psi(S);
+    Tensor G = at::empty({rn, 4 * H}, theta.options());
+    float* Gp = fptr(G);
+    Tensor out_b = rows(out);
+    const float* op = fptr(out_b);
+    for (int64_t t = 0; t < steps; ++t) {
+      const int64_t ts = record ? t : 0;                // slot of x, s, tc
+      const int64_t hp = record ? t : t % 2;            // slot of the previous h, c
+      const int64_t hn = record ? t + 1 : (t + 1) % 2;  // slot of the new h, c
+      Tensor xt = rows(x[ts]);
+      float* xp = fptr(xt);
+      if (in == 1) {
+        std::memcpy(xp, gr + r0, sizeof(float) * rn);
       } else {
-        at::mm_out(G, inp, cells[3 * k]);
-        bias = fptr(cells[3 * k + 1]);
+        for (int64_t r = 0; r < rn; ++r) {
+          xp[2 * r] = gr[r0 + r];
+          xp[2 * r + 1] = th[r0 + r];
+        }
       }
-      G.addmm_(h[k][hp], cells[3 * k + 2]);
-      Tensor h_new = h[k][hn];
-      cell_forward(fptr(G), bias, fptr(c[k][hp]), fptr(c[k][hn]), fptr(tc[k][ts]), fptr(h_new), R,
-                   H);
-      inp = h_new;
-    }
-    at::mm_out(out, inp, head);
-    const float* op = fptr(out);
-    Tensor nll_t = nll[t];
-    Tensor grads_t = grads[ts];
-    float* nllp = fptr(nll_t);
-    float* gsp = fptr(grads_t);
-    float* lg = act ? fptr(logit) : nullptr;
-    float* lgs = nullptr;
-    if (act) {
-      Tensor logits_t = logits[t];
-      lgs = fptr(logits_t);
-    }
-    at::parallel_for(0, B, 8, [&](int64_t b0, int64_t b1) {
-      std::vector<float> psi(S);
+      Tensor inp = xt;
+      for (int64_t k = 0; k < L; ++k) {
+        // gate pre-activations in a scratch block that stays in cache; the tape gets activations
+        if (k == 0 && in <= 2) {
+          input_gates(Gp, xp, fptr(cells[0]), rn, in, 4 * H);
+        } else {
+          at::mm_out(G, inp, cells[3 * k]);
+        }
+        G.addmm_(rows(h[k][hp]), cells[3 * k + 2]);
+        Tensor h_new = rows(h[k][hn]);
+        Tensor c_old = rows(c[k][hp]), c_new = rows(c[k][hn]);
+        const float* bias = fptr(cells[3 * k + 1]);
+        if (record) {
+          Tensor a_t = rows(s[k][ts]), tc_t = rows(tc[k][ts]);
+          cell_forward<true>(Gp, bias, fptr(c_old), fptr(a_t), fptr(c_new), fptr(tc_t),
+                             fptr(h_new), rn, H);
+        } else {
+          cell_forward<false>(Gp, bias, fptr(c_old), nullptr, fptr(c_new), nullptr, fptr(h_new),
+                              rn, H);
+        }
+        inp = h_new;
+      }
+      at::mm_out(out_b, inp, head);
+      float* nllp = fptr(nll) + t * B;
+      float* gsp = fptr(grads) + ts * R;
+      float* lgs = act ? fptr(logits) + t * B : nullptr;
       for (int64_t b = b0; b < b1; ++b) {
         float* tb = th + b * D;
+        const float* ob = op + (b - b0) * D * nh;
         float inc = 0.f;
         for (int64_t d = 0; d < D; ++d) {
-          tb[d] -= op[(b * D + d) * nh];
-          if (act) inc += op[(b * D + d) * nh + 1];
+          tb[d] -= ob[d * nh];
+          if (act) inc += ob[d * nh + 1];
         }
         float acc = 0.f;
         for (int64_t si = 0; si < S; ++si) {
@@ -205,8 +232,8 @@ std::vector<Tensor> window_forward(const Tensor& theta_in, const Tensor& grad_in
           lgs[b] = lg[b];
         }
       }
-    });
-  }
+    }
+  });
   return {theta, grad, act ? logit : at::empty({0}, theta.options())};
 }
 
@@ -217,9 +244,10 @@ void cell_backward(const float* __restrict s, const float* __restrict tc, const 
                    const float* __restrict ext, const float* __restrict d_delta,
                    const float* __restrict d_inc, const float* __restrict u,
                    const float* __restrict w_halt, const float* __restrict dh_rec,
-                   float* __restrict dc_rec, float* __restrict dg, int64_t R, int64_t H) {
-  at::parallel_for(0, R, kGrain, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
+                   float* __restrict dc_rec, float* __restrict dg, float* __restrict d_bias,
+                   int64_t R, int64_t H) {
+  {
+    for (int64_t r = 0; r < R; ++r) {
       // one restrict pointer per gate block: no aliasing, so the loop over j vectorizes
       const float* __restrict si = s + r * 4 * H;
       const float* __restrict sf = si + H;
@@ -253,8 +281,10 @@ void cell_backward(const float* __restrict s, const float* __restrict tc, const 
         gg[j] = dc * i * (1.f - g * g);
         dcr[j] = dc * f;
       }
+#pragma GCC ivdep
+      for (int64_t j = 0; j < 4 * H; ++j) d_bias[j] += gi[j];
     }
-  });
+  }
 }
 
 // Gradients of one window's loss with respect to the step weights, from d_delta (n, R) (and
@@ -262,58 +292,84 @@ void cell_backward(const float* __restrict s, const float* __restrict tc, const 
 // cells are the unscaled step weights [w_in (in, 4H), bias (4H), w_hh (H, 4H)] per layer.
 // Returns per layer the gradients of w_in, bias, w_hh, then of head (H, nh), then (act models) of
 // the halting bias (1,).
+//
+// Rows are independent but for the weight gradients: each thread runs back through time on its
+// own block of rows, every layer at each step (so the gate gradients dg and the gradient passed
+// down a layer are one step's scratch blocks that stay in cache), and accumulates the weight
+// gradients of its rows step by step; the threads' sums are added at the end.
 std::vector<Tensor> window_backward(at::TensorList cells, const Tensor& head, const Tensor& x,
                                     at::TensorList h, at::TensorList c, at::TensorList s,
-                                    at::TensorList tc, const Tensor& d_delta,
-                                    const Tensor& d_inc, at::TensorList dg, const Tensor& d_ext,
+                                    at::TensorList tc, const Tensor& d_delta, const Tensor& d_inc,
                                     int64_t steps) {
   const int64_t L = static_cast<int64_t>(h.size()), H = h[0].size(2), R = h[0].size(1);
-  const int64_t n = steps, nh = head.size(1);
+  const int64_t n = steps, nh = head.size(1), in = x.size(2);
   const bool act = nh == 2;
-  std::vector<Tensor> out;
-  Tensor dh_rec = at::empty({R, H}, d_delta.options());
-  Tensor dc_rec = at::empty({R, H}, d_delta.options());
+  const auto opts = d_delta.options();
   Tensor head_t = head.t().contiguous();  // (nh, H): column u, then w_halt
   const float* u = fptr(head_t);
   const float* w_halt = act ? u + H : nullptr;
-  std::vector<Tensor> layer_grads(3 * L);
-  for (int64_t k = L - 1; k >= 0; --k) {
-    dh_rec.zero_();
-    dc_rec.zero_();
-    const bool top = k == L - 1;
+  std::vector<Tensor> w_hh_t(L), w_in_t(L);
+  for (int64_t k = 0; k < L; ++k) {
+    w_hh_t[k] = cells[3 * k + 2].t();
+    w_in_t[k] = cells[3 * k].t();
+  }
+  const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+  std::vector<std::vector<Tensor>> acc(threads);
+  for (auto& a : acc) {
+    for (int64_t k = 0; k < 3 * L; ++k) a.push_back(at::zeros_like(cells[k]));
+  }
+  at::parallel_for(0, R, (R + threads - 1) / threads, [&](int64_t r0, int64_t r1) {
+    const int64_t rn = r1 - r0;
+    auto rows = [&](const Tensor& t) { return t.narrow(0, r0, rn); };
+    std::vector<Tensor>& grads = acc[at::get_thread_num()];
+    std::vector<Tensor> dh_rec(L), dc_rec(L);  // carried back from step t + 1, per layer
+    for (int64_t k = 0; k < L; ++k) {
+      dh_rec[k] = at::zeros({rn, H}, opts);
+      dc_rec[k] = at::zeros({rn, H}, opts);
+    }
+    Tensor dg = at::empty({rn, 4 * H}, opts);  // gate gradients of one layer and step
+    Tensor ext = at::empty({rn, H}, opts);     // dL/dh from the layer above, same step
+    float* dgp = fptr(dg);
+    const float* dd = fptr(d_delta);
+    const float* di = act ? fptr(d_inc) : nullptr;
     for (int64_t t = n - 1; t >= 0; --t) {
-      Tensor dg_t = dg[k][t];
-      const float* sp = fptr(s[k][t]);
-      const float* tp = fptr(tc[k][t]);
-      const float* cp = fptr(c[k][t]);
-      if (top && act) {
-        cell_backward<true, true>(sp, tp, cp, nullptr, fptr(d_delta[t]), fptr(d_inc[t]), u, w_halt,
-                                  fptr(dh_rec), fptr(dc_rec), fptr(dg_t), R, H);
-      } else if (top) {
-        cell_backward<true, false>(sp, tp, cp, nullptr, fptr(d_delta[t]), nullptr, u, nullptr,
-                                   fptr(dh_rec), fptr(dc_rec), fptr(dg_t), R, H);
-      } else {
-        cell_backward<false, false>(sp, tp, cp, fptr(d_ext[t]), nullptr, nullptr, nullptr, nullptr,
-                                    fptr(dh_rec), fptr(dc_rec), fptr(dg_t), R, H);
-      }
-      at::mm_out(dh_rec, dg_t, cells[3 * k + 2].t());
-      if (k > 0) {
-        Tensor ext_t = d_ext[t];
-        at::mm_out(ext_t, dg_t, cells[3 * k].t());
+      for (int64_t k = L - 1; k >= 0; --k) {
+        const int64_t o4 = r0 * 4 * H, o1 = r0 * H;
+        const float* sp = fptr(s[k][t]) + o4;
+        const float* tp = fptr(tc[k][t]) + o1;
+        const float* cp = fptr(c[k][t]) + o1;
+        float* dh = fptr(dh_rec[k]);
+        float* dc = fptr(dc_rec[k]);
+        float* gb = fptr(grads[3 * k + 1]);
+        if (k == L - 1 && act) {
+          cell_backward<true, true>(sp, tp, cp, nullptr, dd + t * R + r0, di + t * R + r0, u,
+                                    w_halt, dh, dc, dgp, gb, rn, H);
+        } else if (k == L - 1) {
+          cell_backward<true, false>(sp, tp, cp, nullptr, dd + t * R + r0, nullptr, u, nullptr, dh,
+                                     dc, dgp, gb, rn, H);
+        } else {
+          cell_backward<false, false>(sp, tp, cp, fptr(ext), nullptr, nullptr, nullptr, nullptr,
+                                      dh, dc, dgp, gb, rn, H);
+        }
+        if (k == 0 && in <= 2) {
+          input_weight_grad(fptr(grads[0]), fptr(x[t]) + r0 * in, dgp, rn, in, 4 * H);
+        } else {
+          Tensor in_t = k == 0 ? rows(x[t]) : rows(h[k - 1][t + 1]);
+          grads[3 * k].addmm_(in_t.t(), dg);
+        }
+        grads[3 * k + 2].addmm_(rows(h[k][t]).t(), dg);
+        at::mm_out(dh_rec[k], dg, w_hh_t[k]);
+        if (k > 0) at::mm_out(ext, dg, w_in_t[k]);
       }
     }
-    // weight gradients summed over steps: one batched product per weight, step-sized blocks
-    Tensor dgk = dg[k].narrow(0, 0, n);                                        // (n, R, 4H)
-    Tensor ink = k == 0 ? x.narrow(0, 0, n) : h[k - 1].narrow(0, 1, n);        // (n, R, in)
-    layer_grads[3 * k] = at::bmm(ink.transpose(1, 2), dgk).sum(0);
-    layer_grads[3 * k + 1] = dgk.sum(at::IntArrayRef{0, 1});
-    layer_grads[3 * k + 2] = at::bmm(h[k].narrow(0, 0, n).transpose(1, 2), dgk).sum(0);
-  }
-  out = layer_grads;
-  Tensor top_h = h[L - 1].narrow(0, 1, n);                                     // (n, R, H)
+  });
+  std::vector<Tensor> out = acc[0];
+  for (int64_t i = 1; i < threads; ++i)
+    for (size_t j = 0; j < out.size(); ++j) out[j].add_(acc[i][j]);
+  Tensor top_h = h[L - 1].narrow(0, 1, n);  // (n, R, H)
   Tensor dcol = act ? at::stack({d_delta.narrow(0, 0, n), d_inc.narrow(0, 0, n)}, 2)
-                    : d_delta.narrow(0, 0, n).unsqueeze(2);                    // (n, R, nh)
-  out.push_back(at::bmm(top_h.transpose(1, 2), dcol).sum(0));                  // (H, nh)
+                    : d_delta.narrow(0, 0, n).unsqueeze(2);  // (n, R, nh)
+  out.push_back(at::bmm(top_h.transpose(1, 2), dcol).sum(0));  // (H, nh)
   if (act) out.push_back(d_inc.narrow(0, 0, n).sum().reshape({1}));
   return out;
 }
@@ -328,8 +384,7 @@ TORCH_LIBRARY(learned_halting, m) {
       "Tensor(g!) nll, Tensor(h!) logits, int steps, bool record) -> Tensor[]");
   m.def(
       "window_backward(Tensor[] cells, Tensor head, Tensor x, Tensor[] h, Tensor[] c, Tensor[] s, "
-      "Tensor[] tc, Tensor d_delta, Tensor d_inc, Tensor(a!)[] dg, Tensor(b!) d_ext, int steps) "
-      "-> Tensor[]");
+      "Tensor[] tc, Tensor d_delta, Tensor d_inc, int steps) -> Tensor[]");
 }
 
 TORCH_LIBRARY_IMPL(learned_halting, CPU, m) {
