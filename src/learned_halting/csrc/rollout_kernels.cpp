@@ -34,22 +34,18 @@ using at::Tensor;
 float* fptr(const Tensor& t) { return t.data_ptr<float>(); }
 
 // sigmoid(x) = 1 / (1 + exp(-x)) in plain arithmetic that the compiler vectorizes: exp by range
-// reduction to |r| <= ln(2)/2 and a degree-7 Taylor polynomial (relative error ~1e-7), 2^n built in
-// the exponent bits. Agrees with torch.sigmoid to a few float32 ulps.
+// reduction to |r| <= ln(2)/2 and a degree-5 polynomial fitted for relative error (2e-7 in float32
+// arithmetic), 2^n built in the exponent bits. Agrees with torch.sigmoid to a few float32 ulps.
 inline float sigmoid(float x) {
-  float z = -x;
-  z = z < -87.0f ? -87.0f : z;  // exp(z) stays a normal float
-  z = z > 88.0f ? 88.0f : z;
+  const float z = std::min(std::max(-x, -87.0f), 88.0f);  // exp(z) stays a normal float
   const float n = (z * 1.44269504089f + 12582912.0f) - 12582912.0f;  // round to nearest
   const float r = (z - n * 0.693359375f) - n * -2.12194440e-4f;         // z - n ln2, two parts
-  float p = 1.0f / 5040.0f;
-  p = p * r + 1.0f / 720.0f;
-  p = p * r + 1.0f / 120.0f;
-  p = p * r + 1.0f / 24.0f;
-  p = p * r + 1.0f / 6.0f;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
+  float p = 0.008297652f;
+  p = p * r + 0.041915384f;
+  p = p * r + 0.16667575f;
+  p = p * r + 0.49998895f;
+  p = p * r + 0.99999969f;
+  p = p * r + 1.0000001f;
   const float scale = std::bit_cast<float>((static_cast<int32_t>(n) + 127) << 23);
   return 1.0f / (1.0f + p * scale);
 }
@@ -238,15 +234,19 @@ std::vector<Tensor> window_forward(const Tensor& theta_in, const Tensor& grad_in
 }
 
 // One layer and step of the backward pass: gate gradients dg (R, 4H) from dh = ext + dh_rec and
-// the carried dc_rec, which becomes dc * f.
+// the carried dc_rec, which becomes dc * f; d_bias (4H) accumulates dg's column sums. The top layer
+// (kTop) gets dh from the heads instead of ext, and accumulates their gradients: d_head (nh, H)
+// += [d_delta, d_inc]^T h, with h = o tanh(c) as the forward computed it.
 template <bool kTop, bool kAct>
 void cell_backward(const float* __restrict s, const float* __restrict tc, const float* __restrict c,
                    const float* __restrict ext, const float* __restrict d_delta,
                    const float* __restrict d_inc, const float* __restrict u,
                    const float* __restrict w_halt, const float* __restrict dh_rec,
                    float* __restrict dc_rec, float* __restrict dg, float* __restrict d_bias,
-                   int64_t R, int64_t H) {
+                   float* __restrict d_head, int64_t R, int64_t H) {
   {
+    float* __restrict d_u = d_head;
+    float* __restrict d_w = kAct ? d_head + H : nullptr;
     for (int64_t r = 0; r < R; ++r) {
       // one restrict pointer per gate block: no aliasing, so the loop over j vectorizes
       const float* __restrict si = s + r * 4 * H;
@@ -274,6 +274,10 @@ void cell_backward(const float* __restrict s, const float* __restrict tc, const 
           dh += er[j];
         }
         const float i = si[j], f = sf[j], o = so[j], g = sg[j], t = tr[j];
+        if constexpr (kTop) {
+          d_u[j] += dd * (o * t);
+          if constexpr (kAct) d_w[j] += di * (o * t);
+        }
         const float dc = dcr[j] + dh * o * (1.f - t * t);
         gi[j] = dc * g * (i - i * i);
         gf[j] = dc * cr[j] * (f - f * f);
@@ -317,11 +321,13 @@ std::vector<Tensor> window_backward(at::TensorList cells, const Tensor& head, co
   std::vector<std::vector<Tensor>> acc(threads);
   for (auto& a : acc) {
     for (int64_t k = 0; k < 3 * L; ++k) a.push_back(at::zeros_like(cells[k]));
+    a.push_back(at::zeros({nh, H}, opts));  // the heads' gradient, transposed
   }
   at::parallel_for(0, R, (R + threads - 1) / threads, [&](int64_t r0, int64_t r1) {
     const int64_t rn = r1 - r0;
     auto rows = [&](const Tensor& t) { return t.narrow(0, r0, rn); };
     std::vector<Tensor>& grads = acc[at::get_thread_num()];
+    float* dhead = fptr(grads[3 * L]);
     std::vector<Tensor> dh_rec(L), dc_rec(L);  // carried back from step t + 1, per layer
     for (int64_t k = 0; k < L; ++k) {
       dh_rec[k] = at::zeros({rn, H}, opts);
@@ -343,13 +349,13 @@ std::vector<Tensor> window_backward(at::TensorList cells, const Tensor& head, co
         float* gb = fptr(grads[3 * k + 1]);
         if (k == L - 1 && act) {
           cell_backward<true, true>(sp, tp, cp, nullptr, dd + t * R + r0, di + t * R + r0, u,
-                                    w_halt, dh, dc, dgp, gb, rn, H);
+                                    w_halt, dh, dc, dgp, gb, dhead, rn, H);
         } else if (k == L - 1) {
           cell_backward<true, false>(sp, tp, cp, nullptr, dd + t * R + r0, nullptr, u, nullptr, dh,
-                                     dc, dgp, gb, rn, H);
+                                     dc, dgp, gb, dhead, rn, H);
         } else {
           cell_backward<false, false>(sp, tp, cp, fptr(ext), nullptr, nullptr, nullptr, nullptr,
-                                      dh, dc, dgp, gb, rn, H);
+                                      dh, dc, dgp, gb, nullptr, rn, H);
         }
         if (k == 0 && in <= 2) {
           input_weight_grad(fptr(grads[0]), fptr(x[t]) + r0 * in, dgp, rn, in, 4 * H);
@@ -366,10 +372,7 @@ std::vector<Tensor> window_backward(at::TensorList cells, const Tensor& head, co
   std::vector<Tensor> out = acc[0];
   for (int64_t i = 1; i < threads; ++i)
     for (size_t j = 0; j < out.size(); ++j) out[j].add_(acc[i][j]);
-  Tensor top_h = h[L - 1].narrow(0, 1, n);  // (n, R, H)
-  Tensor dcol = act ? at::stack({d_delta.narrow(0, 0, n), d_inc.narrow(0, 0, n)}, 2)
-                    : d_delta.narrow(0, 0, n).unsqueeze(2);  // (n, R, nh)
-  out.push_back(at::bmm(top_h.transpose(1, 2), dcol).sum(0));  // (H, nh)
+  out[3 * L] = out[3 * L].t().contiguous();  // (H, nh)
   if (act) out.push_back(d_inc.narrow(0, 0, n).sum().reshape({1}));
   return out;
 }
