@@ -98,7 +98,9 @@ _BUFFERS = _Buffers(_feature_major)
 class NativeTape:
     """The fused kernels' record of a window of ``n`` steps, row-major (R rows, H hidden units):
     ``x`` (n, R, in), per layer ``h``, ``c`` (n+1, R, H), ``s`` (n, R, 4H) gate activations,
-    ``tc`` (n, R, H); ``grads`` (n, B, D); ``head`` (H, 1 or 2) the update and halting weights."""
+    ``tc`` (n, R, H); ``grads`` (n, B, D); ``cells`` the step weights the window ran with, per layer
+    ``w_in``, ``bias``, ``w_hh`` (contiguous, detached); ``head`` (H, 1 or 2) the update and halting
+    weights."""
 
     x: torch.Tensor
     h: list[torch.Tensor]
@@ -106,6 +108,7 @@ class NativeTape:
     s: list[torch.Tensor]
     tc: list[torch.Tensor]
     grads: torch.Tensor
+    cells: list[torch.Tensor]
     head: torch.Tensor
 
 
@@ -141,12 +144,7 @@ def forward_native(
     for k in range(L):
         buf["h"][k][0].copy_(s.lstm[2 * k])
         buf["c"][k][0].copy_(s.lstm[2 * k + 1])
-    # the g-gate columns scaled by 2: one sigmoid over all gates, tanh(a) = 2 sigmoid(2a) - 1
-    scale = torch.ones(4 * H)
-    scale[3 * H :] = 2.0
-    flat = []
-    for w_in, bias, w_hh in cells:
-        flat += [(w_in * scale).contiguous(), (bias * scale).contiguous(), (w_hh * scale).contiguous()]
+    flat = [w.detach().contiguous() for cell in cells for w in cell]
     head = _head(w_update, w_halting)
     act = w_halting is not None
     nll = torch.empty(n, B)
@@ -167,7 +165,7 @@ def forward_native(
     if record:
         tape = NativeTape(
             buf["x"][:n], [b[: n + 1] for b in buf["h"]], [b[: n + 1] for b in buf["c"]],
-            [b[:n] for b in buf["s"]], [b[:n] for b in buf["tc"]], buf["grads"][:n], head,
+            [b[:n] for b in buf["s"]], [b[:n] for b in buf["tc"]], buf["grads"][:n], flat, head,
         )
     return tape, nll.t().contiguous(), (logits.t().contiguous() if act else None), state
 
@@ -175,11 +173,10 @@ def forward_native(
 def _backward_native(weights: tuple, tape: NativeTape, d_delta, d_increment) -> None:
     cells, w_update, w_halting = weights
     L, n = len(cells), tape.grads.shape[0]
-    flat = [w.detach().contiguous() for cell in cells for w in cell]
     d_inc = d_increment.contiguous() if d_increment is not None else torch.empty(0)
     with torch.no_grad():
         g = kernels.ops().window_backward(
-            flat, tape.head, tape.x, tape.h, tape.c, tape.s, tape.tc, d_delta.contiguous(), d_inc, n
+            tape.cells, tape.head, tape.x, tape.h, tape.c, tape.s, tape.tc, d_delta.contiguous(), d_inc, n
         )
     tensors = [w for cell in cells for w in cell] + [w_update]
     grads = list(g[: 3 * L]) + [g[3 * L][:, :1]]

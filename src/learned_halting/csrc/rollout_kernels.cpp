@@ -4,9 +4,16 @@
 //
 // Built and loaded by learned_halting/kernels.py; it computes what bptt.py's Python path computes.
 // Layout is row-major: row r = b * D + d (function b, coordinate d), and the gates of one row are
-// contiguous in the order (i, f, o, g). The forward gets the g-gate columns of its weights scaled
-// by 2, so that one sigmoid serves all gates: tanh(a_g) = 2 sigmoid(2 a_g) - 1. Matrix products go
-// through ATen (MKL); everything else is one vectorized pass over memory per layer and step.
+// contiguous in the order (i, f, o, g). The forward scales the g-gate columns of its weights by 2,
+// so that one sigmoid serves all gates: tanh(a_g) = 2 sigmoid(2 a_g) - 1. Matrix products go
+// through ATen (MKL); everything else is one vectorized pass per layer and step. A layer above the
+// first multiplies its two inputs at once, [h_below, h_prev] @ [w_in; w_hh] (K = 2H), and its
+// backward pass gets both gradients from one product, dg @ [w_in; w_hh]^T (N = 2H).
+//
+// Rows of different functions never meet before the weight gradients, so each thread runs a whole
+// window on its own block of rows, with single-threaded matrix products and no synchronisation
+// between steps: at these sizes (a few hundred rows per product) a barrier per operation costs more
+// than the work it shares.
 //
 // Shapes (R rows, H hidden units, n window steps, B functions, D coordinates, S samples):
 //   x (n, R, in)       network input of each step (gradient, or gradient and parameter)
@@ -52,11 +59,13 @@ inline float sigmoid(float x) {
 
 // The pointwise part of one LSTM cell in one pass: gate pre-activations G plus bias (4H; both
 // with the g gate scaled by 2) become the activations [sigmoid(i, f, o), tanh(g)], stored to act
-// when kRecord; c_new = f c + i g, tc = tanh(c_new) (stored when kRecord), h = o tc.
+// when kRecord; c_new = f c + i g, tc = tanh(c_new) (stored when kRecord), h = o tc, also copied to
+// z_lo and z_hi (row stride zs) where not null: the stacked inputs of the layers above.
 template <bool kRecord>
 void cell_forward(const float* __restrict G, const float* __restrict bias,
                   const float* __restrict c, float* __restrict act, float* __restrict c_new,
-                  float* __restrict tc, float* __restrict h, int64_t R, int64_t H) {
+                  float* __restrict tc, float* __restrict h, float* __restrict z_lo,
+                  float* __restrict z_hi, int64_t zs, int64_t R, int64_t H) {
   for (int64_t r = 0; r < R; ++r) {
     const float* __restrict gi = G + r * 4 * H;
     const float* __restrict gf = gi + H;
@@ -85,6 +94,8 @@ void cell_forward(const float* __restrict G, const float* __restrict bias,
       cn[j] = v;
       hr[j] = o * t;
     }
+    if (z_lo != nullptr) std::memcpy(z_lo + r * zs, hr, sizeof(float) * H);
+    if (z_hi != nullptr) std::memcpy(z_hi + r * zs, hr, sizeof(float) * H);
   }
 }
 
@@ -119,16 +130,14 @@ void input_weight_grad(float* __restrict d_w_in, const float* __restrict x,
   }
 }
 
-// Rows of functions [b0, b1) never meet rows of other functions before the weight gradients, so
-// each thread runs a whole window on its own block of functions, with single-threaded matrix
-// products and no synchronisation between steps: at these sizes (a few hundred rows per product)
-// one barrier per operation costs more than the work it shares.
+// One task per thread, each a block of [0, n) (functions in the forward, rows in the backward).
 template <typename F>
-void for_function_blocks(int64_t B, const F& f) {
+void per_thread_blocks(int64_t n, const F& f) {
   const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
-  at::parallel_for(0, B, (B + threads - 1) / threads, f);
+  at::parallel_for(0, n, (n + threads - 1) / threads, f);
 }
 
+// cells: per layer [w_in (in, 4H), bias (4H), w_hh (H, 4H)], contiguous, unscaled.
 std::vector<Tensor> window_forward(const Tensor& theta_in, const Tensor& grad_in, const Tensor& W,
                                    const Tensor& y, double a, double dof1, double constant,
                                    at::TensorList cells, const Tensor& head, double halt_bias,
@@ -141,9 +150,19 @@ std::vector<Tensor> window_forward(const Tensor& theta_in, const Tensor& grad_in
   const int64_t in = x.size(2), nh = head.size(1);
   TORCH_CHECK(nh == 1 || nh == 2, "head must have 1 or 2 columns");
   const bool act = nh == 2;
+  const auto opts = theta_in.options();
+  // the g-gate columns scaled by 2; above the first layer, [w_in; w_hh] stacked (2H, 4H)
+  Tensor scale = at::ones({4 * H}, opts);
+  scale.narrow(0, 3 * H, H).fill_(2.0);
+  std::vector<Tensor> w_x(L), w_b(L);
+  for (int64_t k = 0; k < L; ++k) {
+    w_x[k] = k == 0 ? cells[0] * scale : at::cat({cells[3 * k], cells[3 * k + 2]}, 0) * scale;
+    w_b[k] = cells[3 * k + 1] * scale;
+  }
+  Tensor w_hh0 = cells[2] * scale;
   Tensor theta = theta_in.clone(), grad = grad_in.clone();
   Tensor logit = act ? logit_in.clone() : Tensor();
-  Tensor out = at::empty({R, nh}, theta.options());
+  Tensor out = at::empty({R, nh}, opts);
   float* th = fptr(theta);
   float* gr = fptr(grad);
   const float* Wp = fptr(W);
@@ -151,12 +170,17 @@ std::vector<Tensor> window_forward(const Tensor& theta_in, const Tensor& grad_in
   float* lg = act ? fptr(logit) : nullptr;
   const float fa = static_cast<float>(a), fd = static_cast<float>(dof1);
   const float fc = static_cast<float>(constant), fhb = static_cast<float>(halt_bias);
-  for_function_blocks(B, [&](int64_t b0, int64_t b1) {
+  per_thread_blocks(B, [&](int64_t b0, int64_t b1) {
     const int64_t r0 = b0 * D, rn = (b1 - b0) * D;
     auto rows = [&](const Tensor& t) { return t.narrow(0, r0, rn); };
     std::vector<float> psi(S);
-    Tensor G = at::empty({rn, 4 * H}, theta.options());
+    Tensor G = at::empty({rn, 4 * H}, opts);  // gate pre-activations: a block that stays in cache
     float* Gp = fptr(G);
+    std::vector<Tensor> z(L);  // above the first layer: the stacked input [h_below, h_prev]
+    for (int64_t k = 1; k < L; ++k) {
+      z[k] = at::empty({rn, 2 * H}, opts);
+      z[k].narrow(1, H, H).copy_(rows(h[k][0]));
+    }
     Tensor out_b = rows(out);
     const float* op = fptr(out_b);
     for (int64_t t = 0; t < steps; ++t) {
@@ -173,29 +197,32 @@ std::vector<Tensor> window_forward(const Tensor& theta_in, const Tensor& grad_in
           xp[2 * r + 1] = th[r0 + r];
         }
       }
-      Tensor inp = xt;
+      Tensor h_new;
       for (int64_t k = 0; k < L; ++k) {
-        // gate pre-activations in a scratch block that stays in cache; the tape gets activations
-        if (k == 0 && in <= 2) {
-          input_gates(Gp, xp, fptr(cells[0]), rn, in, 4 * H);
+        if (k > 0) {
+          at::mm_out(G, z[k], w_x[k]);
         } else {
-          at::mm_out(G, inp, cells[3 * k]);
+          if (in <= 2) {
+            input_gates(Gp, xp, fptr(w_x[0]), rn, in, 4 * H);
+          } else {
+            at::mm_out(G, xt, w_x[0]);
+          }
+          G.addmm_(rows(h[0][hp]), w_hh0);
         }
-        G.addmm_(rows(h[k][hp]), cells[3 * k + 2]);
-        Tensor h_new = rows(h[k][hn]);
+        h_new = rows(h[k][hn]);
         Tensor c_old = rows(c[k][hp]), c_new = rows(c[k][hn]);
-        const float* bias = fptr(cells[3 * k + 1]);
+        float* z_lo = k + 1 < L ? fptr(z[k + 1]) : nullptr;
+        float* z_hi = k > 0 ? fptr(z[k]) + H : nullptr;
         if (record) {
           Tensor a_t = rows(s[k][ts]), tc_t = rows(tc[k][ts]);
-          cell_forward<true>(Gp, bias, fptr(c_old), fptr(a_t), fptr(c_new), fptr(tc_t),
-                             fptr(h_new), rn, H);
+          cell_forward<true>(Gp, fptr(w_b[k]), fptr(c_old), fptr(a_t), fptr(c_new), fptr(tc_t),
+                             fptr(h_new), z_lo, z_hi, 2 * H, rn, H);
         } else {
-          cell_forward<false>(Gp, bias, fptr(c_old), nullptr, fptr(c_new), nullptr, fptr(h_new),
-                              rn, H);
+          cell_forward<false>(Gp, fptr(w_b[k]), fptr(c_old), nullptr, fptr(c_new), nullptr,
+                              fptr(h_new), z_lo, z_hi, 2 * H, rn, H);
         }
-        inp = h_new;
       }
-      at::mm_out(out_b, inp, head);
+      at::mm_out(out_b, h_new, head);
       float* nllp = fptr(nll) + t * B;
       float* gsp = fptr(grads) + ts * R;
       float* lgs = act ? fptr(logits) + t * B : nullptr;
@@ -233,8 +260,8 @@ std::vector<Tensor> window_forward(const Tensor& theta_in, const Tensor& grad_in
   return {theta, grad, act ? logit : at::empty({0}, theta.options())};
 }
 
-// One layer and step of the backward pass: gate gradients dg (R, 4H) from dh = ext + dh_rec and
-// the carried dc_rec, which becomes dc * f; d_bias (4H) accumulates dg's column sums. The top layer
+// One layer and step of the backward pass: gate gradients dg (R, 4H) from dh = ext + dh_rec (row
+// strides es and hs) and the carried dc_rec, which becomes dc * f; d_bias (4H) accumulates dg's column sums. The top layer
 // (kTop) gets dh from the heads instead of ext, and accumulates their gradients: d_head (nh, H)
 // += [d_delta, d_inc]^T h, with h = o tanh(c) as the forward computed it.
 template <bool kTop, bool kAct>
@@ -243,7 +270,7 @@ void cell_backward(const float* __restrict s, const float* __restrict tc, const 
                    const float* __restrict d_inc, const float* __restrict u,
                    const float* __restrict w_halt, const float* __restrict dh_rec,
                    float* __restrict dc_rec, float* __restrict dg, float* __restrict d_bias,
-                   float* __restrict d_head, int64_t R, int64_t H) {
+                   float* __restrict d_head, int64_t es, int64_t hs, int64_t R, int64_t H) {
   {
     float* __restrict d_u = d_head;
     float* __restrict d_w = kAct ? d_head + H : nullptr;
@@ -259,11 +286,11 @@ void cell_backward(const float* __restrict s, const float* __restrict tc, const 
       float* __restrict gg = gi + 3 * H;
       const float* __restrict tr = tc + r * H;
       const float* __restrict cr = c + r * H;
-      const float* __restrict hr = dh_rec + r * H;
+      const float* __restrict hr = dh_rec + r * hs;
       float* __restrict dcr = dc_rec + r * H;
       const float dd = kTop ? d_delta[r] : 0.f;
       const float di = kAct ? d_inc[r] : 0.f;
-      const float* __restrict er = kTop ? nullptr : ext + r * H;
+      const float* __restrict er = kTop ? nullptr : ext + r * es;
 #pragma GCC ivdep
       for (int64_t j = 0; j < H; ++j) {
         float dh = hr[j];
@@ -293,14 +320,13 @@ void cell_backward(const float* __restrict s, const float* __restrict tc, const 
 
 // Gradients of one window's loss with respect to the step weights, from d_delta (n, R) (and
 // d_inc (n, R) for act models: the gradient with respect to each row's halting increment).
-// cells are the unscaled step weights [w_in (in, 4H), bias (4H), w_hh (H, 4H)] per layer.
-// Returns per layer the gradients of w_in, bias, w_hh, then of head (H, nh), then (act models) of
-// the halting bias (1,).
+// cells are the step weights as window_forward got them. Returns per layer the gradients of w_in,
+// bias, w_hh, then of head (H, nh), then (act models) of the halting bias (1,).
 //
-// Rows are independent but for the weight gradients: each thread runs back through time on its
-// own block of rows, every layer at each step (so the gate gradients dg and the gradient passed
-// down a layer are one step's scratch blocks that stay in cache), and accumulates the weight
-// gradients of its rows step by step; the threads' sums are added at the end.
+// Each thread runs back through time on its own block of rows, every layer at each step (so the
+// gate gradients dg and the gradient passed down a layer are one step's scratch blocks that stay in
+// cache), and accumulates the weight gradients of its rows step by step; the threads' sums are
+// added at the end.
 std::vector<Tensor> window_backward(at::TensorList cells, const Tensor& head, const Tensor& x,
                                     at::TensorList h, at::TensorList c, at::TensorList s,
                                     at::TensorList tc, const Tensor& d_delta, const Tensor& d_inc,
@@ -312,10 +338,10 @@ std::vector<Tensor> window_backward(at::TensorList cells, const Tensor& head, co
   Tensor head_t = head.t().contiguous();  // (nh, H): column u, then w_halt
   const float* u = fptr(head_t);
   const float* w_halt = act ? u + H : nullptr;
-  std::vector<Tensor> w_hh_t(L), w_in_t(L);
+  // dL/d[h_below, h_prev] = dg @ [w_in; w_hh]^T above the first layer; dL/dh_prev = dg @ w_hh^T
+  std::vector<Tensor> w_back(L);
   for (int64_t k = 0; k < L; ++k) {
-    w_hh_t[k] = cells[3 * k + 2].t();
-    w_in_t[k] = cells[3 * k].t();
+    w_back[k] = k == 0 ? cells[2].t() : at::cat({cells[3 * k], cells[3 * k + 2]}, 0).t();
   }
   const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
   std::vector<std::vector<Tensor>> acc(threads);
@@ -323,18 +349,20 @@ std::vector<Tensor> window_backward(at::TensorList cells, const Tensor& head, co
     for (int64_t k = 0; k < 3 * L; ++k) a.push_back(at::zeros_like(cells[k]));
     a.push_back(at::zeros({nh, H}, opts));  // the heads' gradient, transposed
   }
-  at::parallel_for(0, R, (R + threads - 1) / threads, [&](int64_t r0, int64_t r1) {
+  per_thread_blocks(R, [&](int64_t r0, int64_t r1) {
     const int64_t rn = r1 - r0;
     auto rows = [&](const Tensor& t) { return t.narrow(0, r0, rn); };
     std::vector<Tensor>& grads = acc[at::get_thread_num()];
     float* dhead = fptr(grads[3 * L]);
-    std::vector<Tensor> dh_rec(L), dc_rec(L);  // carried back from step t + 1, per layer
+    // carried back from step t + 1: dc per layer; dh of the first layer in dh0, of a layer k above
+    // in the right half of back[k], whose left half is the gradient passed down to layer k - 1
+    Tensor dh0 = at::zeros({rn, H}, opts);
+    std::vector<Tensor> dc(L), back(L);
     for (int64_t k = 0; k < L; ++k) {
-      dh_rec[k] = at::zeros({rn, H}, opts);
-      dc_rec[k] = at::zeros({rn, H}, opts);
+      dc[k] = at::zeros({rn, H}, opts);
+      if (k > 0) back[k] = at::zeros({rn, 2 * H}, opts);
     }
     Tensor dg = at::empty({rn, 4 * H}, opts);  // gate gradients of one layer and step
-    Tensor ext = at::empty({rn, H}, opts);     // dL/dh from the layer above, same step
     float* dgp = fptr(dg);
     const float* dd = fptr(d_delta);
     const float* di = act ? fptr(d_inc) : nullptr;
@@ -344,18 +372,19 @@ std::vector<Tensor> window_backward(at::TensorList cells, const Tensor& head, co
         const float* sp = fptr(s[k][t]) + o4;
         const float* tp = fptr(tc[k][t]) + o1;
         const float* cp = fptr(c[k][t]) + o1;
-        float* dh = fptr(dh_rec[k]);
-        float* dc = fptr(dc_rec[k]);
+        const float* dh = k > 0 ? fptr(back[k]) + H : fptr(dh0);
+        const int64_t hs = k > 0 ? 2 * H : H;
+        float* dck = fptr(dc[k]);
         float* gb = fptr(grads[3 * k + 1]);
         if (k == L - 1 && act) {
           cell_backward<true, true>(sp, tp, cp, nullptr, dd + t * R + r0, di + t * R + r0, u,
-                                    w_halt, dh, dc, dgp, gb, dhead, rn, H);
+                                    w_halt, dh, dck, dgp, gb, dhead, 0, hs, rn, H);
         } else if (k == L - 1) {
           cell_backward<true, false>(sp, tp, cp, nullptr, dd + t * R + r0, nullptr, u, nullptr, dh,
-                                     dc, dgp, gb, dhead, rn, H);
+                                     dck, dgp, gb, dhead, 0, hs, rn, H);
         } else {
-          cell_backward<false, false>(sp, tp, cp, fptr(ext), nullptr, nullptr, nullptr, nullptr,
-                                      dh, dc, dgp, gb, nullptr, rn, H);
+          cell_backward<false, false>(sp, tp, cp, fptr(back[k + 1]), nullptr, nullptr, nullptr,
+                                      nullptr, dh, dck, dgp, gb, nullptr, 2 * H, hs, rn, H);
         }
         if (k == 0 && in <= 2) {
           input_weight_grad(fptr(grads[0]), fptr(x[t]) + r0 * in, dgp, rn, in, 4 * H);
@@ -364,8 +393,7 @@ std::vector<Tensor> window_backward(at::TensorList cells, const Tensor& head, co
           grads[3 * k].addmm_(in_t.t(), dg);
         }
         grads[3 * k + 2].addmm_(rows(h[k][t]).t(), dg);
-        at::mm_out(dh_rec[k], dg, w_hh_t[k]);
-        if (k > 0) at::mm_out(ext, dg, w_in_t[k]);
+        at::mm_out(k > 0 ? back[k] : dh0, dg, w_back[k]);
       }
     }
   });
