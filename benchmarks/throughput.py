@@ -36,7 +36,12 @@ from learned_halting.reference import (
     reference_evaluate,
     reference_meta_batch,
 )
-from learned_halting.training import resolve_device, train_act_batch, train_meta_batch
+from learned_halting.training import (
+    make_optimizer,
+    resolve_device,
+    train_act_batch,
+    train_meta_batch,
+)
 
 DIMS = P.DIMS
 
@@ -64,7 +69,7 @@ def bench_training(kind: str, batch: int, horizon: int, repeats: int, device) ->
     prob = P.StudentTRegression.from_batch(fs, device)
     theta0 = torch.from_numpy(fs.theta_init).to(device)
     net = LSTMOptimizer(halting=kind == "act", seed=1).to(device)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-6)
+    opt = make_optimizer(net, 1e-6)
     if kind == "meta":
         w = torch.ones(horizon, device=device)
 
