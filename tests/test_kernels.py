@@ -16,20 +16,24 @@ from learned_halting.rollout import start, unroll
 needs_compiler = pytest.mark.skipif(not has_compiler(), reason="no C++ compiler")
 
 
-def _setup(halting=False, inputs="grad", n=12, seed=3):
-    net = LSTMOptimizer(inputs=inputs, halting=halting, seed=seed)
+def _setup(halting=False, inputs="grad", n=12, seed=3, layers=2):
+    net = LSTMOptimizer(inputs=inputs, halting=halting, seed=seed, layers=layers)
     batch = P.function_set(n, seed)
     prob = P.StudentTRegression.from_batch(batch)
     return net, prob, start(net, prob, torch.from_numpy(batch.theta_init))
 
 
 @needs_compiler
-@pytest.mark.parametrize("halting,inputs", [(False, "grad"), (True, "grad"), (False, "grad+param")])
-def test_window_matches_the_autograd_rollout(monkeypatch, halting, inputs):
+@pytest.mark.parametrize(
+    "halting,inputs,layers",
+    [(False, "grad", 2), (True, "grad", 2), (False, "grad+param", 2), (True, "grad", 3), (False, "grad", 1)],
+)
+def test_window_matches_the_autograd_rollout(monkeypatch, halting, inputs, layers):
     """Forward: NLL, logits and the state after the window equal those of rollout.unroll; backward:
-    the parameter gradients of a loss equal autograd's through unroll."""
+    the parameter gradients of a loss equal autograd's through unroll. Three layers: a middle layer
+    both takes and passes on a stacked input; one layer: the first layer is also the top."""
     monkeypatch.setenv("LEARNED_HALTING_KERNELS", "native")
-    net, prob, s0 = _setup(halting, inputs)
+    net, prob, s0 = _setup(halting, inputs, layers=layers)
     B, D = s0.theta.shape
     w = net.step_weights()
     tape, nll, logits, s1 = bptt.forward(net, w, prob, s0, 15)
@@ -71,6 +75,29 @@ def test_native_windows_are_repeatable(monkeypatch):
         runs.append([nll, logits] + [p.grad.clone() for p in net.parameters()])
     for a, b in zip(*runs, strict=True):
         assert torch.equal(a, b)
+
+
+@needs_compiler
+def test_the_thread_count_does_not_change_the_result(monkeypatch):
+    """Each thread runs its own block of rows: with 3 threads, 7 functions (70 rows) split unevenly,
+    and the numbers must be those of one thread (up to the order of the weight-gradient sums)."""
+    monkeypatch.setenv("LEARNED_HALTING_KERNELS", "native")
+    net, prob, s0 = _setup(halting=True, n=7)
+    before = torch.get_num_threads()
+    runs = []
+    try:
+        for threads in (1, 3):
+            torch.set_num_threads(threads)
+            w = net.step_weights()
+            tape, nll, logits, s1 = bptt.forward(net, w, prob, s0, 9)
+            net.zero_grad()
+            d_inc = torch.linspace(-1, 1, 9 * 70).view(9, 70)
+            bptt.backward(net, w, tape, tape.grads.reshape(9, -1), d_inc)
+            runs.append([nll, logits, s1.theta, *s1.lstm] + [p.grad.clone() for p in net.parameters()])
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(*runs, strict=True):  # sums in another order: tolerance relative to the scale
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6 * b.abs().max().item())
 
 
 def test_mode_is_checked(monkeypatch):
