@@ -4,8 +4,9 @@ Each optimisation step of the training and evaluation loops is some thirty small
 on a CPU their dispatch costs as much as their arithmetic. The C++ kernels run a whole window of
 steps (LSTM layers, heads, optimizee NLL and gradient) and its back-propagation through time in one
 call each: the matrix products through ATen, everything between them as one vectorized pass per
-layer and step. They compute what the Python path of :mod:`bptt` computes; ``tests/test_reference.py``
-checks both against the straightforward reference, ``tests/test_kernels.py`` against autograd.
+layer and step, each thread on its own block of rows for the whole window. They compute what the
+Python path of :mod:`bptt` computes; ``tests/test_reference.py`` checks both against the
+straightforward reference, ``tests/test_kernels.py`` against autograd.
 
 The library is compiled once per source, torch version and CPU type with the machine's C++ compiler
 (``$CXX``, else ``c++``; 10-20 s on the development machine) into ``$LEARNED_HALTING_CACHE`` (default
