@@ -96,9 +96,10 @@ _BUFFERS = _Buffers(_feature_major)
 
 @dataclass
 class NativeTape:
-    """The fused kernels' record of a window of ``n`` steps, row-major (R rows, H hidden units):
-    ``x`` (n, R, in), per layer ``h``, ``c`` (n+1, R, H), ``s`` (n, R, 4H) gate activations,
-    ``tc`` (n, R, H); ``grads`` (n, B, D); ``cells`` the step weights the window ran with, per layer
+    """The fused kernels' record of a window of ``steps`` steps, row-major (R rows, H hidden units),
+    in buffers of some capacity N >= steps, of which the first steps (+1) slots count: ``x`` (N, R,
+    in), per layer ``h``, ``c`` (N+1, R, H), ``s`` (N, R, 4H) gate activations, ``tc`` (N, R, H);
+    ``grads`` (steps, B, D); ``cells`` the step weights the window ran with, per layer
     ``w_in``, ``bias``, ``w_hh`` (contiguous, detached); ``head`` (H, 1 or 2) the update and halting
     weights."""
 
@@ -110,6 +111,7 @@ class NativeTape:
     grads: torch.Tensor
     cells: list[torch.Tensor]
     head: torch.Tensor
+    steps: int
 
 
 _NATIVE_BUFFERS = _Buffers(_row_major)
@@ -164,15 +166,14 @@ def forward_native(
     tape = None
     if record:
         tape = NativeTape(
-            buf["x"][:n], [b[: n + 1] for b in buf["h"]], [b[: n + 1] for b in buf["c"]],
-            [b[:n] for b in buf["s"]], [b[:n] for b in buf["tc"]], buf["grads"][:n], flat, head,
+            buf["x"], buf["h"], buf["c"], buf["s"], buf["tc"], buf["grads"][:n], flat, head, n
         )
     return tape, nll.t().contiguous(), (logits.t().contiguous() if act else None), state
 
 
 def _backward_native(weights: tuple, tape: NativeTape, d_delta, d_increment) -> None:
     cells, w_update, w_halting = weights
-    L, n = len(cells), tape.grads.shape[0]
+    L, n = len(cells), tape.steps
     d_inc = d_increment.contiguous() if d_increment is not None else torch.empty(0)
     with torch.no_grad():
         g = kernels.ops().window_backward(

@@ -83,11 +83,11 @@ def make_optimizer(net: LSTMOptimizer, lr: float) -> torch.optim.Adam:
 
 
 def _check_finite(value: torch.Tensor, net: LSTMOptimizer, where: str) -> None:
+    named = [(name, p.grad) for name, p in net.named_parameters() if p.grad is not None]
+    if torch.isfinite(torch.cat([value.reshape(-1)] + [g.reshape(-1) for _, g in named])).all():
+        return  # one check for the loss and all gradients; what follows only names the culprit
     if not torch.isfinite(value).all():
         raise TrainingDiverged(f"{where}: non-finite training loss")
-    named = [(name, p.grad) for name, p in net.named_parameters() if p.grad is not None]
-    if named and torch.isfinite(torch.cat([g.reshape(-1) for _, g in named])).all():
-        return  # one check for all gradients; the loop below only names the culprit
     for name, g in named:
         if not torch.isfinite(g).all():
             raise TrainingDiverged(f"{where}: non-finite gradient in {name}")
