@@ -261,9 +261,9 @@ std::vector<Tensor> window_forward(const Tensor& theta_in, const Tensor& grad_in
 }
 
 // One layer and step of the backward pass: gate gradients dg (R, 4H) from dh = ext + dh_rec (row
-// strides es and hs) and the carried dc_rec, which becomes dc * f; d_bias (4H) accumulates dg's column sums. The top layer
-// (kTop) gets dh from the heads instead of ext, and accumulates their gradients: d_head (nh, H)
-// += [d_delta, d_inc]^T h, with h = o tanh(c) as the forward computed it.
+// strides es and hs) and the carried dc_rec, which becomes dc * f; d_bias (4H) accumulates dg's
+// column sums. The top layer (kTop) gets dh from the heads instead of ext, and accumulates their
+// gradients: d_head (nh, H) += [d_delta, d_inc]^T h, with h = o tanh(c) as the forward computed it.
 template <bool kTop, bool kAct>
 void cell_backward(const float* __restrict s, const float* __restrict tc, const float* __restrict c,
                    const float* __restrict ext, const float* __restrict d_delta,
@@ -271,50 +271,48 @@ void cell_backward(const float* __restrict s, const float* __restrict tc, const 
                    const float* __restrict w_halt, const float* __restrict dh_rec,
                    float* __restrict dc_rec, float* __restrict dg, float* __restrict d_bias,
                    float* __restrict d_head, int64_t es, int64_t hs, int64_t R, int64_t H) {
-  {
-    float* __restrict d_u = d_head;
-    float* __restrict d_w = kAct ? d_head + H : nullptr;
-    for (int64_t r = 0; r < R; ++r) {
-      // one restrict pointer per gate block: no aliasing, so the loop over j vectorizes
-      const float* __restrict si = s + r * 4 * H;
-      const float* __restrict sf = si + H;
-      const float* __restrict so = si + 2 * H;
-      const float* __restrict sg = si + 3 * H;
-      float* __restrict gi = dg + r * 4 * H;
-      float* __restrict gf = gi + H;
-      float* __restrict go = gi + 2 * H;
-      float* __restrict gg = gi + 3 * H;
-      const float* __restrict tr = tc + r * H;
-      const float* __restrict cr = c + r * H;
-      const float* __restrict hr = dh_rec + r * hs;
-      float* __restrict dcr = dc_rec + r * H;
-      const float dd = kTop ? d_delta[r] : 0.f;
-      const float di = kAct ? d_inc[r] : 0.f;
-      const float* __restrict er = kTop ? nullptr : ext + r * es;
+  float* __restrict d_u = d_head;
+  float* __restrict d_w = kAct ? d_head + H : nullptr;
+  for (int64_t r = 0; r < R; ++r) {
+    // one restrict pointer per gate block: no aliasing, so the loop over j vectorizes
+    const float* __restrict si = s + r * 4 * H;
+    const float* __restrict sf = si + H;
+    const float* __restrict so = si + 2 * H;
+    const float* __restrict sg = si + 3 * H;
+    float* __restrict gi = dg + r * 4 * H;
+    float* __restrict gf = gi + H;
+    float* __restrict go = gi + 2 * H;
+    float* __restrict gg = gi + 3 * H;
+    const float* __restrict tr = tc + r * H;
+    const float* __restrict cr = c + r * H;
+    const float* __restrict hr = dh_rec + r * hs;
+    float* __restrict dcr = dc_rec + r * H;
+    const float dd = kTop ? d_delta[r] : 0.f;
+    const float di = kAct ? d_inc[r] : 0.f;
+    const float* __restrict er = kTop ? nullptr : ext + r * es;
 #pragma GCC ivdep
-      for (int64_t j = 0; j < H; ++j) {
-        float dh = hr[j];
-        if constexpr (kTop) {
-          dh += dd * u[j];
-          if constexpr (kAct) dh += di * w_halt[j];
-        } else {
-          dh += er[j];
-        }
-        const float i = si[j], f = sf[j], o = so[j], g = sg[j], t = tr[j];
-        if constexpr (kTop) {
-          d_u[j] += dd * (o * t);
-          if constexpr (kAct) d_w[j] += di * (o * t);
-        }
-        const float dc = dcr[j] + dh * o * (1.f - t * t);
-        gi[j] = dc * g * (i - i * i);
-        gf[j] = dc * cr[j] * (f - f * f);
-        go[j] = dh * t * (o - o * o);
-        gg[j] = dc * i * (1.f - g * g);
-        dcr[j] = dc * f;
+    for (int64_t j = 0; j < H; ++j) {
+      float dh = hr[j];
+      if constexpr (kTop) {
+        dh += dd * u[j];
+        if constexpr (kAct) dh += di * w_halt[j];
+      } else {
+        dh += er[j];
       }
-#pragma GCC ivdep
-      for (int64_t j = 0; j < 4 * H; ++j) d_bias[j] += gi[j];
+      const float i = si[j], f = sf[j], o = so[j], g = sg[j], t = tr[j];
+      if constexpr (kTop) {
+        d_u[j] += dd * (o * t);
+        if constexpr (kAct) d_w[j] += di * (o * t);
+      }
+      const float dc = dcr[j] + dh * o * (1.f - t * t);
+      gi[j] = dc * g * (i - i * i);
+      gf[j] = dc * cr[j] * (f - f * f);
+      go[j] = dh * t * (o - o * o);
+      gg[j] = dc * i * (1.f - g * g);
+      dcr[j] = dc * f;
     }
+#pragma GCC ivdep
+    for (int64_t j = 0; j < 4 * H; ++j) d_bias[j] += gi[j];
   }
 }
 
