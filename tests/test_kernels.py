@@ -1,6 +1,7 @@
-"""The fused C++ kernels: the same numbers as the Python path, bit-for-bit repeatable, the state
-after a window and the logits right, and a build that fails cleanly (one-line reason, nothing
-half-written, the Python path taken unless the kernels were required)."""
+"""The fused C++ kernels: the numbers (NLL, logits, state after a window, gradients) of autograd
+through the rollout, bit-for-bit repeatable, independent of the thread count, and a build that fails
+cleanly (one-line reason, nothing half-written, the Python path taken unless the kernels were
+required)."""
 
 import logging
 

@@ -5,7 +5,8 @@ step's update ``delta_t`` (and the halting logits): ``dL/d delta_t = -dL/dNLL_t 
 ``grad_t`` is the closed-form optimizee gradient at ``theta_t`` that the forward pass computes anyway
 as the next step's input. So the whole window can run forward without autograd, recording what the
 backward pass needs into preallocated buffers, and run backward through time with one matrix product
-per cell and step; the weight gradients of all steps are then one matrix product per weight. Autograd
+per cell and step; the weight gradients of all steps are then one matrix product per weight (the
+kernels add them up step by step instead, while each step's block is in cache). Autograd
 only carries these gradients from the effective step weights (:meth:`LSTMOptimizer.step_weights`) back
 to the parameters. ``tests/test_reference.py`` checks the result against plain autograd.
 

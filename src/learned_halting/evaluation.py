@@ -1,10 +1,9 @@
 """Evaluation of an optimizer on a fixed function set, and model selection (SPEC sections 4-5).
 
 Evaluation runs without learning, by the fused kernels where they serve the device (:mod:`kernels`),
-in chunks of functions sized so that the LSTM's working set stays in cache, and returns per
-function: the NLL at steps 0..S and, for act models, q(t|x,S), its mode step, the offline stopping
-step (threshold on the cumulative q), the online stopping step and the NLL distance
-``NLL(theta_init) - NLL(theta_true)``.
+in chunks of functions (so that memory stays bounded), and returns per function: the NLL at steps
+0..S and, for act models, q(t|x,S), its mode step, the offline stopping step (threshold on the
+cumulative q), the online stopping step and the NLL distance ``NLL(theta_init) - NLL(theta_true)``.
 """
 
 from __future__ import annotations
